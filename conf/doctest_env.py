@@ -1,0 +1,127 @@
+"""The environment every documentation example runs in, under both runners.
+
+The examples on the site run twice: under Sphinx's doctest builder
+(``tox -e doctest``, what readers run) and under pytest through Sybil (``tox -e py``).
+Both runners take their settings from this file, so they cannot disagree:
+
+* ``OPTIONFLAGS``, the doctest flags.  Exception messages are compared in full
+  (no IGNORE_EXCEPTION_DETAIL), because an error message on a page is a claim too.
+* ``GLOBAL_SETUP`` and ``GLOBAL_CLEANUP``, the code run before and after each page.
+  The setup defines the names that ``:skipif:`` conditions may use, starts a
+  watchdog for the page, and takes a :class:`ResourceSnapshot`.  The cleanup fails
+  the page if it left a file descriptor, a thread or a child process behind.
+"""
+
+from __future__ import annotations
+
+import doctest
+import os
+import sys
+import threading
+from dataclasses import dataclass
+
+#: Doctest flags for every example.  NORMALIZE_WHITESPACE lets a long expected line,
+#: such as an error message, wrap over several lines on the page.
+OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+#: A page that runs longer than this is stuck: dump every thread's stack and exit.
+PAGE_TIMEOUT_SECONDS = 300.0
+
+# Names that `:skipif:` conditions use.  Keep each one a plain bool.
+ON_LINUX = sys.platform.startswith("linux")
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+GLOBAL_SETUP = """\
+import faulthandler as _faulthandler
+import doctest_env as _doctest_env
+from doctest_env import ON_LINUX, IS_ROOT
+_faulthandler.dump_traceback_later(_doctest_env.PAGE_TIMEOUT_SECONDS, exit=True)
+_doctest_env_before = _doctest_env.ResourceSnapshot.take()
+"""
+
+GLOBAL_CLEANUP = """\
+_faulthandler.cancel_dump_traceback_later()
+_doctest_env.ResourceSnapshot.take().check_no_leaks_since(_doctest_env_before)
+"""
+
+
+class ResourceLeakError(AssertionError):
+    """A page (or test) left a file descriptor, thread or child process behind."""
+
+
+def _fd_dir() -> str | None:
+    for path in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(path):
+            return path
+    return None
+
+
+def _open_fds() -> dict[int, str]:
+    """Map each open descriptor to what it refers to, such as ``'socket:[1234]'``."""
+    path = _fd_dir()
+    if path is None:
+        return {}
+    fds: dict[int, str] = {}
+    for name in os.listdir(path):
+        try:
+            fds[int(name)] = os.readlink(os.path.join(path, name))
+        except OSError:
+            continue  # the descriptor listdir itself used, closed by now
+    return fds
+
+
+def _child_pids() -> set[int]:
+    """The pids whose parent is this process, zombies included (Linux /proc)."""
+    me = os.getpid()
+    children: set[int] = set()
+    if not os.path.isdir("/proc"):
+        return children
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process exited while we looked
+        # After the command name come the state, then the parent's pid.
+        if len(fields) > 1 and int(fields[1]) == me:
+            children.add(int(entry))
+    return children
+
+
+@dataclass(frozen=True)
+class ResourceSnapshot:
+    """What this process holds at one moment: descriptors, threads and children."""
+
+    fds: dict[int, str]
+    threads: frozenset[str]
+    children: frozenset[int]
+
+    @classmethod
+    def take(cls) -> ResourceSnapshot:
+        """Record the open descriptors, live threads and child processes now."""
+        fds = _open_fds()
+        threads = frozenset(f"{t.name} (ident {t.ident})" for t in threading.enumerate())
+        return cls(fds=fds, threads=threads, children=frozenset(_child_pids()))
+
+    def leaks_since(self, before: ResourceSnapshot) -> list[str]:
+        """Describe everything held now that was not held ``before``."""
+        leaks = [
+            f"file descriptor {fd} -> {target}"
+            for fd, target in sorted(self.fds.items())
+            if before.fds.get(fd) != target
+        ]
+        leaks += [f"thread {name}" for name in sorted(self.threads - before.threads)]
+        leaks += [f"child process {pid}" for pid in sorted(self.children - before.children)]
+        return leaks
+
+    def check_no_leaks_since(self, before: ResourceSnapshot) -> None:
+        """Raise :class:`ResourceLeakError` listing what was left behind.
+
+        Raises:
+            ResourceLeakError: if anything is held now that was not ``before``.
+        """
+        leaks = self.leaks_since(before)
+        if leaks:
+            raise ResourceLeakError("left behind: " + "; ".join(leaks))
