@@ -22,7 +22,7 @@ import tcpref  # noqa: E402
 
 project = "tcpref"
 author = "the tcpref developers"
-copyright = "2026, the tcpref developers"  # noqa: A001
+copyright = "2026, the tcpref developers"
 release = tcpref.__version__
 
 extensions = [

@@ -90,8 +90,7 @@ _HINTS: dict[tuple[str | None, int], str] = {
         "of 1024 or above."
     ),
     ("bind", errno_module.EINVAL): (
-        "This socket is already bound, and a socket can be bound only once; create a "
-        "new socket."
+        "This socket is already bound, and a socket can be bound only once; create a new socket."
     ),
     ("connect", errno_module.ECONNREFUSED): (
         "Nothing listens on that port: the peer's kernel answered the SYN with RST; "
@@ -113,9 +112,7 @@ _HINTS: dict[tuple[str | None, int], str] = {
     ("listen", errno_module.EOPNOTSUPP): (
         "Only stream sockets can listen; create the socket with SOCK_STREAM."
     ),
-    (None, errno_module.EADDRINUSE): (
-        "Another socket already uses this local address and port."
-    ),
+    (None, errno_module.EADDRINUSE): ("Another socket already uses this local address and port."),
     (None, errno_module.ECONNRESET): (
         "The peer reset the connection (it closed with unread data, set SO_LINGER "
         "to 0, or no longer knows this connection); treat it as the end of the "
@@ -230,7 +227,10 @@ class SocketCallError(OSError):
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only attributes must survive pickling (multiprocessing, logging).
-        return (_rebuild, (type(self), self.errno, self.strerror, self.call, self.address, self.hint))
+        return (
+            _rebuild,
+            (type(self), self.errno, self.strerror, self.call, self.address, self.hint),
+        )
 
 
 def _rebuild(
@@ -311,7 +311,9 @@ def translate(exc: OSError, *, call: str, address: object = None) -> SocketCallE
         builtin: type[OSError] = type(OSError(code, ""))
     else:
         builtin = type(exc)
-    cls = next((twin for base, twin in _TWINS.items() if issubclass(builtin, base)), SocketCallError)
+    cls = next(
+        (twin for base, twin in _TWINS.items() if issubclass(builtin, base)), SocketCallError
+    )
     strerror = exc.strerror or (os.strerror(code) if code else str(exc) or type(exc).__name__)
     return cls(code, strerror, call=call, address=address, hint=hint_for(call, code))
 
@@ -354,13 +356,13 @@ class IncompleteReadError(EOFError):
 
 
 class LineTooLongError(ValueError):
-    """A line did not end within ``limit`` bytes.
+    r"""A line did not end within ``limit`` bytes.
 
     The bytes read so far were consumed, so the stream is now in the middle of a
     line: close the connection rather than read on.
 
     Attributes:
-        limit: The largest line allowed, counting the ``b"\\n"``.
+        limit: The largest line allowed, counting the ``b"\n"``.
         partial: The bytes consumed before giving up.
     """
 

@@ -88,7 +88,7 @@ def _check_timeout(timeout: object) -> None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    if not timeout > 0:  # also rejects NaN
+    if not float(timeout) > 0:  # also rejects NaN
         raise ValueError(f"timeout must be > 0 seconds or None, not {timeout!r}")
 
 
@@ -273,7 +273,7 @@ def write_all(sock: socket.socket, data: bytes | bytearray | memoryview) -> None
 
 
 def read_line(sock: socket.socket, limit: int = DEFAULT_LINE_LIMIT) -> bytes:
-    """Read one line, up to and including ``b"\\n"``.
+    r"""Read one line, up to and including ``b"\n"``.
 
     Like ``file.readline``, it returns ``b""`` at end of stream, and a last line
     without a newline as it is.  It never reads past the newline: it *peeks*
@@ -283,7 +283,7 @@ def read_line(sock: socket.socket, limit: int = DEFAULT_LINE_LIMIT) -> bytes:
     Args:
         sock: A connected TCP socket.
         limit: The longest line accepted, counting the newline.  A bound is
-            essential: without one, a peer that never sends ``b"\\n"`` makes the
+            essential: without one, a peer that never sends ``b"\n"`` makes the
             reader buffer forever.
 
     Raises:

@@ -132,4 +132,6 @@ def examples_in(page: Path) -> list[Example]:
 
 def count_doctests(page: Path) -> int:
     """How many ``>>>`` examples ``page`` holds, by Sybil's parse."""
-    return sum(1 for ex in examples_in(page) if isinstance(ex.region.evaluator, (DocTestEvaluator, SkipIf)))
+    return sum(
+        1 for ex in examples_in(page) if isinstance(ex.region.evaluator, (DocTestEvaluator, SkipIf))
+    )
