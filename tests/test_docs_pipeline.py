@@ -206,7 +206,9 @@ def test_pipeline_correct_page_passes(tmp_path: Path, run: object) -> None:
 def test_pipeline_wrong_output_fails(tmp_path: Path, run: object) -> None:
     code, output = run(tmp_path, WRONG_OUTPUT)  # type: ignore[operator]
     assert code != 0, output
-    assert "Expected:" in output and "41" in output and "42" in output
+    assert "Expected:" in output
+    assert "41" in output
+    assert "42" in output
 
 
 @pytest.mark.parametrize("run", RUNNERS)

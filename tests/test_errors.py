@@ -73,9 +73,11 @@ def test_translate_returns_an_already_translated_error_unchanged() -> None:
 
 def test_checked_translates_and_chains_the_cause() -> None:
     original = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
-    with pytest.raises(errors.ConnectionResetCallError) as raised:
-        with errors.checked("read_line", ("127.0.0.1", 5)):
-            raise original
+    with (
+        pytest.raises(errors.ConnectionResetCallError) as raised,
+        errors.checked("read_line", ("127.0.0.1", 5)),
+    ):
+        raise original
     assert raised.value.__cause__ is original
     assert raised.value.call == "read_line"
 
@@ -102,8 +104,9 @@ def test_socket_call_error_pickles_with_its_attributes(cls: type[SocketCallError
 
 def test_every_hint_is_one_sentence() -> None:
     hints = list(errors._HINTS.values()) + list(errors._TIMEOUT_HINTS.values())
-    for hint in hints + [errors._DEFAULT_TIMEOUT_HINT]:
-        assert hint.endswith(".") and not hint.endswith("..")
+    for hint in [*hints, errors._DEFAULT_TIMEOUT_HINT]:
+        assert hint.endswith(".")
+        assert not hint.endswith("..")
         assert hint.count(". ") == 0, hint  # one sentence, no second one
 
 

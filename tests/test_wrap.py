@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import socket
 import sys
@@ -10,10 +11,10 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import tcp_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import tcp_pair
 from tcpref import wrap
 from tcpref.errors import (
     IncompleteReadError,
@@ -59,7 +60,10 @@ def test_connect_any_out_of_range_port_is_value_error(port: int) -> None:
 
 @pytest.mark.parametrize("backlog", [-1, -100])
 def test_listen_negative_backlog_is_value_error(backlog: int) -> None:
-    with wrap.tcp_socket() as sock, pytest.raises(ValueError, match=f"backlog must be >= 0, not {backlog}"):
+    with (
+        wrap.tcp_socket() as sock,
+        pytest.raises(ValueError, match=f"backlog must be >= 0, not {backlog}"),
+    ):
         wrap.listen(sock, backlog)
 
 
@@ -112,13 +116,17 @@ def test_write_all_str_is_type_error_with_advice(pair: tuple[socket.socket, sock
 
 
 @pytest.mark.parametrize(("n", "error"), [(-1, ValueError), ("3", TypeError)])
-def test_read_exact_bad_count(pair: tuple[socket.socket, socket.socket], n: Any, error: type) -> None:
+def test_read_exact_bad_count(
+    pair: tuple[socket.socket, socket.socket], n: Any, error: type
+) -> None:
     with pytest.raises(error, match="n must be"):
         wrap.read_exact(pair[0], n)
 
 
 @pytest.mark.parametrize(("limit", "error"), [(0, ValueError), (None, TypeError)])
-def test_read_line_bad_limit(pair: tuple[socket.socket, socket.socket], limit: Any, error: type) -> None:
+def test_read_line_bad_limit(
+    pair: tuple[socket.socket, socket.socket], limit: Any, error: type
+) -> None:
     with pytest.raises(error, match="limit must be"):
         wrap.read_line(pair[0], limit)
 
@@ -142,8 +150,10 @@ def test_bind_address_in_use_message_names_call_address_and_hint(listener: socke
         f"bind(127.0.0.1:{port}): [Errno 98] EADDRINUSE: Address already in use. "
         "Another socket is bound to this address"
     )
-    assert "TIME_WAIT" in err.hint and "SO_REUSEADDR" in err.hint
-    assert isinstance(err.__cause__, OSError) and err.__cause__.errno == errno.EADDRINUSE
+    assert "TIME_WAIT" in err.hint
+    assert "SO_REUSEADDR" in err.hint
+    assert isinstance(err.__cause__, OSError)
+    assert err.__cause__.errno == errno.EADDRINUSE
 
 
 def test_connect_refused_is_still_connection_refused_error() -> None:
@@ -188,7 +198,7 @@ def test_accept_timeout_is_timeout_error_without_errno(listener: socket.socket) 
 
 
 def test_read_timeout_names_the_peer(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, server = pair
+    _, server = pair
     server.settimeout(0.05)
     with pytest.raises(TimeoutCallError, match=r"^read_exact\(127\.0\.0\.1:\d+\): timed out\."):
         wrap.read_exact(server, 1)
@@ -371,7 +381,7 @@ def test_read_line_recovers_lines_however_the_stream_is_cut(
     stream = b"".join(line + b"\n" for line in lines) + final
     points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     with tcp_pair() as (client, server):
-        for start, end in zip(points, points[1:], strict=False):
+        for start, end in itertools.pairwise(points):
             wrap.write_all(client, stream[start:end])
         client.shutdown(socket.SHUT_WR)
         got = []
