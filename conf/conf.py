@@ -75,7 +75,7 @@ html_title = f"tcpref {release}"
 html_static_path: list[str] = []
 
 # Copying an example yields runnable code: prompts and output lines are dropped.
-copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_text = r">>> |\.\.\.(?: |$)|\$ "
 copybutton_prompt_is_regexp = True
 copybutton_only_copy_prompt_lines = True
 copybutton_remove_prompts = True
