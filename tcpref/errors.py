@@ -77,9 +77,9 @@ def errno_symbol(code: int | None) -> str:
 # The key (call, errno) is looked up first, then (None, errno) for any call.
 _HINTS: dict[tuple[str | None, int], str] = {
     ("bind", errno_module.EADDRINUSE): (
-        "Another socket is bound to this address (a listener, or a connection that "
-        "used this port and is still in TIME_WAIT); set SO_REUSEADDR on both the old "
-        "and the new socket, or choose another port."
+        "Another socket holds this address: if it is a listener, stop it or choose "
+        "another port; if it is a connection of an earlier run, now in TIME_WAIT, set "
+        "SO_REUSEADDR on both the old and the new listening socket."
     ),
     ("bind", errno_module.EADDRNOTAVAIL): (
         "No interface on this host has that IP address; bind 127.0.0.1, 0.0.0.0, or "
@@ -119,8 +119,8 @@ _HINTS: dict[tuple[str | None, int], str] = {
         "connection and close the socket."
     ),
     (None, errno_module.EPIPE): (
-        "The peer has closed the connection, so nothing written can be delivered; "
-        "stop writing and close the socket."
+        "The connection is closed (the peer closed it, or it was never established), "
+        "so nothing written can be delivered; stop writing and close the socket."
     ),
     (None, errno_module.ENOTCONN): (
         "The socket is not connected: connect it first, or accept a connection and "
@@ -372,4 +372,4 @@ class LineTooLongError(ValueError):
         self.partial = partial
 
     def __str__(self) -> str:
-        return f"no newline within the first {self.limit} bytes (limit={self.limit})"
+        return f"line longer than limit={self.limit} bytes (no newline among them)"

@@ -22,14 +22,15 @@ import socket
 from typing import Any
 
 from tcpref.errors import (
+    ConnectionAbortedCallError,
     IncompleteReadError,
     LineTooLongError,
-    SocketCallError,
     checked,
     translate,
 )
 
 __all__ = [
+    "ACCEPT_ATTEMPTS",
     "DEFAULT_LINE_LIMIT",
     "accept",
     "bind",
@@ -51,7 +52,9 @@ DEFAULT_LINE_LIMIT = 64 * 1024
 # Accept does the same.  Linux hands such a connection over instead; the reset then
 # shows up on the first read.
 _ACCEPT_RETRY_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO})
-# Bounds the retries, so a listener that only ever reports aborts cannot loop forever.
+#: How many times :func:`accept` tries before it gives up on a run of aborted
+#: connections.  The bound keeps a listener that only ever reports aborts from
+#: looping forever.
 ACCEPT_ATTEMPTS = 100
 
 
@@ -173,21 +176,29 @@ def accept(sock: socket.socket) -> tuple[socket.socket, Any]:
     Raises:
         SocketCallError: for any other OS failure, or a ``TimeoutCallError`` when
             the listening socket's timeout expires.
+        ConnectionAbortedCallError: if :data:`ACCEPT_ATTEMPTS` aborted connections
+            come in a row.
     """
     _check_socket(sock)
     where = _local_address(sock)
+    last_abort: OSError | None = None
     for _ in range(ACCEPT_ATTEMPTS):
         try:
             return sock.accept()
         except OSError as exc:
             if exc.errno not in _ACCEPT_RETRY_ERRNOS:
                 raise translate(exc, call="accept", address=where) from exc
-    raise SocketCallError(
+            last_abort = exc
+    raise ConnectionAbortedCallError(
         errno.ECONNABORTED,
         f"gave up after {ACCEPT_ATTEMPTS} aborted connections in a row",
         call="accept",
         address=where,
-    )
+        hint=(
+            "Every connection was aborted before it could be accepted; something resets "
+            "connections as fast as they arrive."
+        ),
+    ) from last_abort
 
 
 def connect(sock: socket.socket, address: tuple[Any, ...], timeout: float | None = None) -> None:
