@@ -1,0 +1,287 @@
+"""The lifecycle every tcpref server shares: bind, listen, accept loop, stop.
+
+Like CPython's ``socketserver``, a server is built in one step (the listening socket
+is bound at once, so its address is known before serving starts), then runs
+``serve_forever()`` until ``stop()``.  The three models differ only in how they serve
+the connections they accept: a child process each (:mod:`~tcpref.servers.fork_server`),
+a thread each (:mod:`~tcpref.servers.thread_server`), or one event loop for all
+(:mod:`~tcpref.servers.select_server`).
+
+The defences live here, once:
+
+* the listener binds 127.0.0.1 unless told otherwise;
+* at most ``max_connections`` connections are served at once; the server simply
+  does not ``accept`` while it is full, so further clients wait in the kernel's
+  accept queue (and, once that is full, their SYNs go unanswered);
+* a connection that gets no reply for ``idle_timeout`` seconds is closed;
+* running out of file descriptors (EMFILE, ENFILE) makes the accept loop back off,
+  5 ms doubling up to 1 s as Go's net/http does, instead of spinning;
+* ``stop()`` refuses new connections at once, lets in-flight ones finish for
+  ``grace`` seconds, then closes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+from tcpref import wrap
+from tcpref.errors import format_address
+from tcpref.servers.handlers import Echo, Handler
+
+__all__ = ["BaseServer", "HandlerFactory", "running", "serve_connection"]
+
+#: Makes a new handler for each connection: a handler class, or any callable.
+HandlerFactory = Callable[[], Handler]
+
+# accept() errors that mean "this process or system is short of a resource right
+# now": wait, then try again.  Anything else is a bug or a dead listener.
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_FIRST_BACKOFF = 0.005
+_MAX_BACKOFF = 1.0
+
+#: The largest chunk a server reads from a connection at once.
+READ_SIZE = 64 * 1024
+
+
+def _check_positive(name: str, value: object, kind: type = float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise TypeError(f"{name} must be a {kind.__name__}, not {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, not {value!r}")
+
+
+class BaseServer:
+    """Bind, listen, accept until stopped; subclasses decide how a connection is served.
+
+    Args:
+        address: Where to listen.  The default, port 0 on 127.0.0.1, lets the
+            kernel choose a free port on the loopback interface only; read it back
+            from :attr:`address`.
+        handler: Makes one handler per connection, for example
+            :class:`~tcpref.servers.handlers.Upper`.
+        max_connections: Connections served at once; further clients wait.
+        idle_timeout: Seconds a connection may go without a reply before it is
+            closed.  A client that sends nothing, or trickles bytes that never
+            complete a request, is closed after this long.
+        grace: Seconds that :meth:`stop` lets in-flight connections finish.
+        backlog: The accept queue's length (Linux caps it at ``somaxconn``).
+
+    Raises:
+        TypeError: if a limit has the wrong type.
+        ValueError: if a limit is not positive.
+        SocketCallError: if the address cannot be bound, for example EADDRINUSE.
+    """
+
+    #: The model's name, as used by ``python -m tcpref serve --model``.
+    model: ClassVar[str] = "base"
+    #: How often a blocking accept loop wakes up to check for stop, at most.
+    poll_interval: ClassVar[float] = 0.1
+
+    def __init__(
+        self,
+        address: tuple[str, int] = ("127.0.0.1", 0),
+        handler: HandlerFactory = Echo,
+        *,
+        max_connections: int = 100,
+        idle_timeout: float = 30.0,
+        grace: float = 5.0,
+        backlog: int = 128,
+    ) -> None:
+        _check_positive("max_connections", max_connections, int)
+        _check_positive("idle_timeout", idle_timeout)
+        _check_positive("grace", grace)
+        if not callable(handler):
+            raise TypeError(f"handler must be a callable that makes a handler, not {handler!r}")
+        self.handler_factory = handler
+        self.max_connections = max_connections
+        self.idle_timeout = float(idle_timeout)
+        self.grace = float(grace)
+        self.log = logging.getLogger(f"tcpref.servers.{self.model}")
+        self.listener = self._open_listener(address, backlog)
+        #: The address the server listens on, with the port the kernel chose.
+        self.address: tuple[str, int] = self.listener.getsockname()[:2]
+        self._stop_requested = threading.Event()
+        self._finished = threading.Event()
+        self._lock = threading.Lock()  # guards the start of serving against stop()
+        self._started = False
+        self._serving_thread: int | None = None
+        self._backoff = 0.0
+
+    @staticmethod
+    def _open_listener(address: tuple[str, int], backlog: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET
+        sock = wrap.tcp_socket(family)
+        try:
+            # A restarted server must be able to bind while its old connections
+            # sit in TIME_WAIT; see docs/concepts/errors.md.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            wrap.bind(sock, address)
+            wrap.listen(sock, backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    # -- the lifecycle --------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`stop`; then finish in-flight connections and return.
+
+        Raises:
+            RuntimeError: if the server was already used.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError("serve_forever() can run only once per server")
+            self._started = True
+            self._serving_thread = threading.get_ident()
+        try:
+            if not self.stopping:
+                self._serve()
+        finally:
+            self.listener.close()
+            self._finished.set()
+
+    def stop(self) -> None:
+        """Stop serving, gracefully.
+
+        New connections are refused at once; connections in progress get
+        ``grace`` seconds to finish, then are closed.  Called from another thread,
+        it waits until the server has finished.  It is safe to call from a signal
+        handler, and to call more than once.
+        """
+        self._stop_requested.set()
+        # On Linux, shutting down a listening socket stops it listening (new SYNs
+        # get RST) and wakes a thread blocked in accept().
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self._wake()
+        with self._lock:
+            started = self._started
+        if not started:
+            self.listener.close()  # never served: nothing else to wait for
+            self._finished.set()
+        elif self._serving_thread != threading.get_ident():
+            self._finished.wait(self.grace + 10)
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has been called."""
+        return self._stop_requested.is_set()
+
+    def __enter__(self) -> BaseServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- for the models ---------------------------------------------------------------
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        """Wake the serving loop so that it notices a stop; models may override."""
+
+    def _accept(self) -> tuple[socket.socket, Any] | None:
+        """Wait up to ``poll_interval`` for a connection; ``None`` if none came.
+
+        Running out of descriptors backs off instead of failing, and any accept
+        failure after :meth:`stop` just ends the wait.
+        """
+        self.listener.settimeout(self.poll_interval)
+        try:
+            conn, peer = wrap.accept(self.listener)
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            if self.stopping:
+                return None  # the listener was shut down under us
+            if exc.errno not in _RESOURCE_ERRNOS:
+                raise
+            self._back_off(exc)
+            return None
+        self._backoff = 0.0
+        return conn, peer
+
+    def _back_off(self, exc: OSError) -> None:
+        """Sleep before the next accept, twice as long each time in a row, up to 1 s.
+
+        The connection that could not be accepted stays in the accept queue, so the
+        listener stays readable: retrying at once would spin a CPU at 100%.
+        """
+        self._backoff = min(max(2 * self._backoff, _FIRST_BACKOFF), _MAX_BACKOFF)
+        self.log.warning("accept: %s; retrying in %.3f s", exc.strerror, self._backoff)
+        self._stop_requested.wait(self._backoff)
+
+
+def serve_connection(
+    conn: socket.socket,
+    make_handler: HandlerFactory,
+    idle_timeout: float,
+    log: logging.Logger,
+    peer: object = None,
+) -> None:
+    """Serve one connection with blocking calls, then close it.
+
+    This is the loop of the fork and thread servers: read, let the handler answer,
+    send the answer, until the peer closes (then send the handler's last words),
+    the connection goes idle, or an error ends it.  Errors end this connection
+    only: a reset or a broken pipe is logged briefly, anything else with its
+    traceback.
+    """
+    where = format_address(peer) if peer is not None else "?"
+    deadline = time.monotonic() + idle_timeout
+    try:
+        with conn:
+            handler = make_handler()
+            # Ends: each pass either reads data, or stops at end of stream, idle
+            # deadline or error; the deadline moves only when a reply is sent.
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.info("%s: idle for %.1f s, closing", where, idle_timeout)
+                    return
+                conn.settimeout(remaining)
+                data = conn.recv(READ_SIZE)
+                reply = handler.received(data) if data else handler.eof()
+                if reply:
+                    conn.settimeout(idle_timeout)
+                    conn.sendall(reply)
+                    deadline = time.monotonic() + idle_timeout
+                if not data:
+                    return
+    except TimeoutError:
+        log.info("%s: idle for %.1f s, closing", where, idle_timeout)
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        log.info("%s: %s", where, exc.strerror)
+    except Exception:
+        log.exception("%s: handler failed; closing this connection", where)
+
+
+@contextlib.contextmanager
+def running(server: BaseServer) -> Iterator[tuple[str, int]]:
+    """Run ``server`` in a background thread; yield its address; stop it on exit.
+
+    On exit the server is stopped gracefully and its thread joined, so nothing is
+    left behind: no thread, no child process, no listening socket.
+
+    Raises:
+        RuntimeError: if the server does not stop within ``grace`` plus 10 s.
+    """
+    thread = threading.Thread(target=server.serve_forever, name=f"{server.model}-server")
+    thread.start()
+    try:
+        yield server.address
+    finally:
+        server.stop()
+        thread.join(server.grace + 10)
+        if thread.is_alive():
+            raise RuntimeError(f"{server.model} server did not stop")

@@ -1,0 +1,89 @@
+"""A thread per connection: the main loop accepts, and each client gets its own thread.
+
+Threads share the process's memory (the heap, module globals, the handler factory)
+but each has its own stack, so the per-connection variables of
+:func:`~tcpref.servers.base.serve_connection` need no lock.  Unlike
+``socketserver.ThreadingTCPServer``, the number of threads is capped by
+``max_connections``, a finished thread removes itself at once instead of piling
+up, and :meth:`~tcpref.servers.base.BaseServer.stop` joins every thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from typing import Any
+
+from tcpref.servers.base import BaseServer, serve_connection
+
+__all__ = ["ThreadServer"]
+
+
+class ThreadServer(BaseServer):
+    """Serve each connection in its own thread.
+
+    See :class:`~tcpref.servers.base.BaseServer` for the arguments and limits.
+    """
+
+    model = "thread"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The live workers and their sockets, so stop() can wake and join them.
+        self._workers: dict[threading.Thread, socket.socket] = {}
+        self._changed = threading.Condition()
+
+    def _serve(self) -> None:
+        while not self.stopping:
+            if not self._wait_for_free_slot():
+                continue
+            accepted = self._accept()
+            if accepted is not None:
+                self._start_worker(*accepted)
+        self._finish_workers()
+
+    def _wait_for_free_slot(self) -> bool:
+        """Wait (a short while) until fewer than max_connections are served."""
+        with self._changed:
+            return (
+                self._changed.wait_for(
+                    lambda: len(self._workers) < self.max_connections or self.stopping,
+                    timeout=self.poll_interval,
+                )
+                and not self.stopping
+            )
+
+    def _start_worker(self, conn: socket.socket, peer: Any) -> None:
+        worker = threading.Thread(
+            target=self._work, args=(conn, peer), name=f"tcpref-conn-{peer}", daemon=True
+        )
+        with self._changed:
+            self._workers[worker] = conn
+        try:
+            worker.start()
+        except RuntimeError:  # "can't start new thread": drop this client, keep serving
+            self.log.exception("could not start a thread for %s", peer)
+            with self._changed:
+                del self._workers[worker]
+            conn.close()
+
+    def _work(self, conn: socket.socket, peer: Any) -> None:
+        try:
+            serve_connection(conn, self.handler_factory, self.idle_timeout, self.log, peer)
+        finally:
+            with self._changed:
+                del self._workers[threading.current_thread()]
+                self._changed.notify_all()
+
+    def _finish_workers(self) -> None:
+        """Let workers finish for ``grace`` seconds, then wake the rest and join them."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._workers, timeout=self.grace)
+            leftover = list(self._workers.items())
+        for _, conn in leftover:
+            # shutdown() wakes a worker blocked in recv (it reads b"") or sendall.
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for worker, _ in leftover:
+            worker.join(timeout=5)
