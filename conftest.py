@@ -16,6 +16,9 @@ from docs_runner import DOCS, make_sybil
 
 pytest_collect_file = make_sybil().pytest()
 
+# Importing it runs the command line.
+collect_ignore = ["tcpref/__main__.py"]
+
 _outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
 
