@@ -26,6 +26,7 @@ import contextlib
 import errno
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -236,11 +237,20 @@ def serve_connection(
     the connection goes idle, or an error ends it.  Errors end this connection
     only: a reset or a broken pipe is logged briefly, anything else with its
     traceback.
+
+    The idle timeout is the kernel's (``SO_RCVTIMEO`` and ``SO_SNDTIMEO``) rather
+    than Python's ``settimeout``: Python polls before every call on a socket with a
+    timeout, while the kernel's own timeout costs nothing per call.  A blocking call
+    that runs out of time then fails with EAGAIN, which Python raises as
+    ``BlockingIOError``.
     """
     where = format_address(peer) if peer is not None else "?"
     deadline = time.monotonic() + idle_timeout
     try:
         with conn:
+            conn.settimeout(None)
+            _set_kernel_timeout(conn, socket.SO_SNDTIMEO, idle_timeout)
+            receive_timeout = _set_kernel_timeout(conn, socket.SO_RCVTIMEO, idle_timeout)
             handler = make_handler()
             # Ends: each pass either reads data, or stops at end of stream, idle
             # deadline or error; the deadline moves only when a reply is sent.
@@ -249,21 +259,35 @@ def serve_connection(
                 if remaining <= 0:
                     log.info("%s: idle for %.1f s, closing", where, idle_timeout)
                     return
-                conn.settimeout(remaining)
+                if remaining < 0.9 * receive_timeout:
+                    # No reply for a while (a trickling client): wait only until the
+                    # deadline.  Echo-like handlers never take this path.
+                    receive_timeout = _set_kernel_timeout(conn, socket.SO_RCVTIMEO, remaining)
                 data = conn.recv(READ_SIZE)
                 reply = handler.received(data) if data else handler.eof()
                 if reply:
-                    conn.settimeout(idle_timeout)
                     conn.sendall(reply)
                     deadline = time.monotonic() + idle_timeout
+                    if receive_timeout != idle_timeout:
+                        receive_timeout = _set_kernel_timeout(
+                            conn, socket.SO_RCVTIMEO, idle_timeout
+                        )
                 if not data:
                     return
-    except TimeoutError:
+    except BlockingIOError:
         log.info("%s: idle for %.1f s, closing", where, idle_timeout)
     except (ConnectionResetError, BrokenPipeError) as exc:
         log.info("%s: %s", where, exc.strerror)
     except Exception:
         log.exception("%s: handler failed; closing this connection", where)
+
+
+def _set_kernel_timeout(conn: socket.socket, option: int, seconds: float) -> float:
+    """Set SO_RCVTIMEO or SO_SNDTIMEO (a ``struct timeval``); return ``seconds``."""
+    whole = int(seconds)
+    micro = max(int((seconds - whole) * 1_000_000), 1 if whole == 0 else 0)  # 0 means never
+    conn.setsockopt(socket.SOL_SOCKET, option, struct.pack("@ll", whole, micro))
+    return seconds
 
 
 @contextlib.contextmanager
