@@ -23,6 +23,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -45,6 +46,7 @@ class ForkServer(BaseServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._children: set[int] = set()
+        self._handler_installed = False
 
     @property
     def children(self) -> frozenset[int]:
@@ -70,6 +72,7 @@ class ForkServer(BaseServer):
     def _install_sigchld_handler(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return None
+        self._handler_installed = True
         return signal.signal(signal.SIGCHLD, self._on_sigchld)
 
     def _on_sigchld(self, signum: int, frame: FrameType | None) -> None:
@@ -87,11 +90,30 @@ class ForkServer(BaseServer):
                 self._children.discard(pid)
 
     def _fork_child(self, conn: socket.socket, peer: Any) -> None:
-        pid = os.fork()
-        if pid == 0:
-            self._run_child(conn, peer)  # never returns
-        self._children.add(pid)
+        with self._sigchld_blocked():
+            pid = os.fork()
+            if pid == 0:
+                self._run_child(conn, peer)  # never returns
+            self._children.add(pid)
         conn.close()  # the child has its own copy
+
+    @contextlib.contextmanager
+    def _sigchld_blocked(self) -> Iterator[None]:
+        """Hold SIGCHLD back while forking and recording the new pid.
+
+        Two reasons, both from Stevens: a SIGCHLD that arrives during fork() makes
+        the kernel restart the whole fork, and a child that exits at once must not
+        be reaped before its pid is in our set.  The held signal is delivered, and
+        the handler runs, as soon as the mask is restored.
+        """
+        if not self._handler_installed:
+            yield
+            return
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _run_child(self, conn: socket.socket, peer: Any) -> None:
         code = 1
@@ -101,6 +123,7 @@ class ForkServer(BaseServer):
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # blocked by the parent
             self._close_inherited_descriptors(keep=conn.fileno())
             serve_connection(conn, self.handler_factory, self.idle_timeout, self.log, peer)
             code = 0
