@@ -1,0 +1,87 @@
+"""The standard library's echo servers, for comparison with tcpref's.
+
+Run as ``python benchmarks/stdlib_servers.py KIND`` with KIND one of ``forking``,
+``threading``, ``asyncio`` or ``raw``.  Like ``python -m tcpref serve``, it prints
+``listening on HOST:PORT`` first and serves on 127.0.0.1 until killed.
+
+``raw`` is a single blocking loop that serves one client at a time: no concurrency
+at all, so it shows what one connection costs with nothing in the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import socketserver
+import sys
+
+
+class EchoHandler(socketserver.BaseRequestHandler):
+    """Echo until the client closes, as tcpref's Echo handler does."""
+
+    def handle(self) -> None:
+        while data := self.request.recv(64 * 1024):
+            self.request.sendall(data)
+
+
+def announce(address: tuple[str, int]) -> None:
+    print(f"listening on {address[0]}:{address[1]}", flush=True)
+
+
+def serve_socketserver(kind: str) -> None:
+    server_class = {
+        "forking": socketserver.ForkingTCPServer,
+        "threading": socketserver.ThreadingTCPServer,
+    }[kind]
+    server_class.allow_reuse_address = True
+    server_class.request_queue_size = 128  # the same backlog as tcpref's servers
+    with server_class(("127.0.0.1", 0), EchoHandler) as server:
+        if isinstance(server, socketserver.ThreadingTCPServer):
+            server.daemon_threads = True
+        announce(server.server_address)
+        server.serve_forever()
+
+
+def serve_asyncio() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(64 * 1024):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(echo, "127.0.0.1", 0, backlog=128)
+        announce(server.sockets[0].getsockname())
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def serve_raw() -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=128) as listener:
+        announce(listener.getsockname())
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                try:
+                    while data := conn.recv(64 * 1024):
+                        conn.sendall(data)
+                except ConnectionError:
+                    pass
+
+
+if __name__ == "__main__":
+    kind = sys.argv[1]
+    if kind in ("forking", "threading"):
+        serve_socketserver(kind)
+    elif kind == "asyncio":
+        serve_asyncio()
+    elif kind == "raw":
+        serve_raw()
+    else:
+        sys.exit(f"unknown server kind {kind!r}")

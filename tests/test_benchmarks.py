@@ -1,0 +1,59 @@
+"""The benchmark code must keep working, and its recorded results must match the chart.
+
+The benchmarks measure rather than assert (``tox -e bench``); these tests only check
+that the load generator measures something real, and that the chart committed on
+docs/concepts/choosing-a-model.md was drawn from the committed results.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_servers  # noqa: E402
+import chart  # noqa: E402
+
+from tcpref.servers import ThreadServer, running  # noqa: E402
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the servers run on Linux")
+def test_bench_load_generator_measures_real_echoes() -> None:
+    with running(ThreadServer(grace=0.5)) as address:
+        assert bench_servers.round_trips_per_second(address, clients=3, seconds=0.2) > 10
+        assert bench_servers.connections_per_second(address, seconds=0.2) > 1
+
+
+def test_bench_chart_matches_the_recorded_results() -> None:
+    record = json.loads(bench_servers.RESULTS.read_text(encoding="utf-8"))
+    assert bench_servers.CHART.read_text(encoding="utf-8") == chart.render(record)
+
+
+def test_bench_recorded_results_cover_every_server_and_load() -> None:
+    record = json.loads(bench_servers.RESULTS.read_text(encoding="utf-8"))
+    assert set(record["results"]) == set(bench_servers.SERVERS)
+    for name, row in record["results"].items():
+        assert "connections/s" in row, name
+        assert all(value > 0 for load, value in row.items() if not load.startswith("CPU"))
+    assert record["machine"]
+
+
+def test_bench_ratios_compare_each_model_with_its_counterpart() -> None:
+    results = {
+        "tcpref fork": {"connections/s": 30.0},
+        "socketserver forking": {"connections/s": 20.0},
+        "tcpref thread": {"connections/s": 10.0},
+        "socketserver threading": {"connections/s": 20.0},
+        "tcpref select": {"connections/s": 5.0, "CPU share out of fds": 0.0},
+        "asyncio streams": {"connections/s": 5.0, "CPU share out of fds": 0.1},
+    }
+    assert bench_servers.ratios(results) == {
+        "tcpref fork": {"connections/s": 1.5},
+        "tcpref thread": {"connections/s": 0.5},
+        "tcpref select": {"connections/s": 1.0},
+    }
