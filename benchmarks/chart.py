@@ -49,9 +49,7 @@ def render(record: dict[str, Any]) -> str:
                 f'fill="{_colour(name)}"><title>{escape(name)}: {value:,.0f}</title></rect>'
             )
             value_x = LABEL_WIDTH + length + 6
-            parts.append(
-                f'<text x="{value_x:.1f}" y="{y + 12}" class="value">{value:,.0f}</text>'
-            )
+            parts.append(f'<text x="{value_x:.1f}" y="{y + 12}" class="value">{value:,.0f}</text>')
             y += BAR + GAP
         y += 12
     height = y + 24
