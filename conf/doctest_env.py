@@ -30,6 +30,9 @@ PAGE_TIMEOUT_SECONDS = 300.0
 # Names that `:skipif:` conditions use.  Keep each one a plain bool.
 ON_LINUX = sys.platform.startswith("linux")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+#: Everything a ``:skipif:`` condition may name.  Sphinx evaluates conditions after
+#: running GLOBAL_SETUP, which defines exactly these public names.
+SKIP_NAMES = {"ON_LINUX": ON_LINUX, "IS_ROOT": IS_ROOT}
 
 GLOBAL_SETUP = """\
 import faulthandler as _faulthandler

@@ -5,8 +5,8 @@ doctest extension that the site uses, and refuses the rest, so that an example c
 never pass under one runner and be ignored by the other:
 
 * ```` ```{doctest} ```` blocks, with no group argument and only the ``:skipif:`` and
-  ``:hide:`` options.  ``:skipif:`` is evaluated as Sphinx does: in a fresh
-  namespace holding only what the global setup defines.
+  ``:hide:`` options.  ``:skipif:`` is evaluated over the names the global setup
+  defines for it (``doctest_env.SKIP_NAMES``), as Sphinx sees them.
 * ```` ```{testsetup} ```` and ```` ```{testcleanup} ```` blocks.  Sphinx runs them
   first and last whatever their place, so ``tests/test_docs_pipeline.py`` checks
   they stand before the first and after the last example.
@@ -45,12 +45,9 @@ class SkipIf:
         self.evaluator = evaluator
 
     def __call__(self, example: Example) -> Any:
-        context: dict[str, Any] = {}
-        exec(doctest_env.GLOBAL_SETUP, context)
-        try:
-            should_skip = eval(self.condition, context)
-        finally:
-            exec(doctest_env.GLOBAL_CLEANUP, context)
+        # The names GLOBAL_SETUP defines for conditions, without running it: running
+        # it here, in the middle of a page, would cancel the page's watchdog.
+        should_skip = eval(self.condition, dict(doctest_env.SKIP_NAMES))
         if should_skip:
             pytest.skip(f"{example.path}:{example.line}: skipif: {self.condition}")
         return self.evaluator(example)

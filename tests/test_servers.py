@@ -447,3 +447,34 @@ def test_thread_server_keeps_no_finished_threads() -> None:
         assert wait_until(lambda: not server._workers)
         names = [t.name for t in threading.enumerate()]
         assert not [n for n in names if n.startswith("tcpref-conn-")]
+
+
+def test_fork_server_survives_a_failed_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fork = os.fork
+    failures = [BlockingIOError(11, "Resource temporarily unavailable")]
+
+    def fork_that_fails_once() -> int:
+        if failures:
+            raise failures.pop()  # as under RLIMIT_NPROC: EAGAIN
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork_that_fails_once)
+    with running(ForkServer(grace=1.0)) as address:
+        with connect(address) as dropped:
+            assert read_to_eof(dropped) == b""  # this client could not be served ...
+        assert exchange(address, b"next") == b"next"  # ... but the server goes on
+    assert failures == []
+
+
+class Crashes(ThreadServer):
+    def _serve(self) -> None:
+        raise OSError(22, "invented failure")
+
+
+def test_running_reports_a_crashed_server() -> None:
+    with (
+        pytest.raises(RuntimeError, match="thread server crashed") as raised,
+        running(Crashes(grace=0.5)),
+    ):
+        time.sleep(0.05)
+    assert isinstance(raised.value.__cause__, OSError)

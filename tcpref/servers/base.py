@@ -38,7 +38,7 @@ from tcpref.servers.handlers import Echo, Handler
 
 __all__ = ["BaseServer", "HandlerFactory", "running", "serve_connection"]
 
-#: Makes a new handler for each connection: a handler class, or any callable.
+#: Makes a new handler for each connection, for example a handler class.
 HandlerFactory = Callable[[], Handler]
 
 # accept() errors that mean "this process or system is short of a resource right
@@ -110,7 +110,9 @@ class BaseServer:
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
         self._stop_requested = threading.Event()
         self._finished = threading.Event()
-        self._lock = threading.Lock()  # guards the start of serving against stop()
+        # Guards the start of serving against stop().  Reentrant, because stop() may
+        # run in a signal handler that interrupted this very thread while it held it.
+        self._lock = threading.RLock()
         self._started = False
         self._serving_thread: int | None = None
         self._backoff = 0.0
@@ -141,8 +143,8 @@ class BaseServer:
         with self._lock:
             if self._started:
                 raise RuntimeError("serve_forever() can run only once per server")
-            self._started = True
             self._serving_thread = threading.get_ident()
+            self._started = True
         try:
             if not self.stopping:
                 self._serve()
@@ -298,9 +300,18 @@ def running(server: BaseServer) -> Iterator[tuple[str, int]]:
     left behind: no thread, no child process, no listening socket.
 
     Raises:
-        RuntimeError: if the server does not stop within ``grace`` plus 10 s.
+        RuntimeError: if the server does not stop within ``grace`` plus 10 s, or if
+            it crashed (the crash is the ``__cause__``).
     """
-    thread = threading.Thread(target=server.serve_forever, name=f"{server.model}-server")
+    crashes: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            server.serve_forever()
+        except BaseException as exc:  # handed to the caller below
+            crashes.append(exc)
+
+    thread = threading.Thread(target=serve, name=f"{server.model}-server")
     thread.start()
     try:
         yield server.address
@@ -309,3 +320,5 @@ def running(server: BaseServer) -> Iterator[tuple[str, int]]:
         thread.join(server.grace + 10)
         if thread.is_alive():
             raise RuntimeError(f"{server.model} server did not stop")
+        if crashes:
+            raise RuntimeError(f"{server.model} server crashed") from crashes[0]

@@ -90,12 +90,19 @@ class ForkServer(BaseServer):
                 self._children.discard(pid)
 
     def _fork_child(self, conn: socket.socket, peer: Any) -> None:
-        with self._sigchld_blocked():
-            pid = os.fork()
-            if pid == 0:
-                self._run_child(conn, peer)  # never returns
-            self._children.add(pid)
-        conn.close()  # the child has its own copy
+        try:
+            with self._sigchld_blocked():
+                pid = os.fork()
+                if pid == 0:
+                    self._run_child(conn, peer)  # never returns
+                self._children.add(pid)
+        except OSError as exc:
+            # EAGAIN (RLIMIT_NPROC, pid_max) or ENOMEM: this client is dropped, and
+            # the server waits a little before it accepts the next one.
+            self.log.warning("fork: %s", exc.strerror)
+            self._back_off(exc)
+        finally:
+            conn.close()  # the child has its own copy
 
     @contextlib.contextmanager
     def _sigchld_blocked(self) -> Iterator[None]:

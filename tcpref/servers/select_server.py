@@ -28,9 +28,10 @@ from tcpref.servers.handlers import Handler
 
 __all__ = ["SelectServer"]
 
-# Stop reading from a connection while this much output waits for it.
+#: Stop reading from a connection while this many bytes of output wait to be sent
+#: to it: the server's backpressure.
 HIGH_WATER = 1024 * 1024
-# How many connections one readiness event of the listener may accept.
+#: How many connections one readiness event of the listener may accept.
 ACCEPT_BATCH = 16
 
 
