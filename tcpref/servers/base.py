@@ -244,36 +244,41 @@ def serve_connection(
     than Python's ``settimeout``: Python polls before every call on a socket with a
     timeout, while the kernel's own timeout costs nothing per call.  A blocking call
     that runs out of time then fails with EAGAIN, which Python raises as
-    ``BlockingIOError``.
+    ``BlockingIOError``.  Bytes that get no reply (a request in progress) must be
+    answered within ``idle_timeout`` of the first of them, so a client that trickles
+    a request that never completes is closed too.
     """
     where = format_address(peer) if peer is not None else "?"
-    deadline = time.monotonic() + idle_timeout
     try:
         with conn:
             conn.settimeout(None)
             _set_kernel_timeout(conn, socket.SO_SNDTIMEO, idle_timeout)
-            receive_timeout = _set_kernel_timeout(conn, socket.SO_RCVTIMEO, idle_timeout)
+            _set_kernel_timeout(conn, socket.SO_RCVTIMEO, idle_timeout)
             handler = make_handler()
-            # Ends: each pass either reads data, or stops at end of stream, idle
-            # deadline or error; the deadline moves only when a reply is sent.
+            # When the handler has taken bytes without answering yet (a request in
+            # progress), the request must complete within idle_timeout of its
+            # first byte.  Silence is the kernel's business (SO_RCVTIMEO), so the
+            # usual path, a reply to every read, never looks at a clock.
+            request_started: float | None = None
+            # Ends: each pass reads data, or stops at end of stream, timeout or error.
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    log.info("%s: idle for %.1f s, closing", where, idle_timeout)
-                    return
-                if remaining < 0.9 * receive_timeout:
-                    # No reply for a while (a trickling client): wait only until the
-                    # deadline.  Echo-like handlers never take this path.
-                    receive_timeout = _set_kernel_timeout(conn, socket.SO_RCVTIMEO, remaining)
                 data = conn.recv(READ_SIZE)
                 reply = handler.received(data) if data else handler.eof()
                 if reply:
                     conn.sendall(reply)
-                    deadline = time.monotonic() + idle_timeout
-                    if receive_timeout != idle_timeout:
-                        receive_timeout = _set_kernel_timeout(
-                            conn, socket.SO_RCVTIMEO, idle_timeout
+                    if request_started is not None:
+                        request_started = None
+                        _set_kernel_timeout(conn, socket.SO_RCVTIMEO, idle_timeout)
+                elif data:
+                    now = time.monotonic()
+                    request_started = request_started or now
+                    remaining = request_started + idle_timeout - now
+                    if remaining <= 0:
+                        log.info(
+                            "%s: request incomplete after %.1f s, closing", where, idle_timeout
                         )
+                        return
+                    _set_kernel_timeout(conn, socket.SO_RCVTIMEO, remaining)
                 if not data:
                     return
     except BlockingIOError:
