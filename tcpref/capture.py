@@ -21,7 +21,6 @@ say which port it is about: the kernel then queues only that port's segments.
 from __future__ import annotations
 
 import ctypes
-import enum
 import errno
 import os
 import socket
@@ -32,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tcpref.errors import PermissionCallError, SocketCallError, checked, translate
+from tcpref.segment import Flags
 
 __all__ = [
     "CapturedSegment",
@@ -55,17 +55,9 @@ _PERMISSION_HINT = (
 )
 
 
-class TcpFlag(enum.IntFlag):
-    """The flag bits of the TCP header's 13th byte (RFC 9293 Section 3.1)."""
-
-    FIN = 0x01
-    SYN = 0x02
-    RST = 0x04
-    PSH = 0x08
-    ACK = 0x10
-    URG = 0x20
-    ECE = 0x40
-    CWR = 0x80
+#: The flag bits of the TCP header's 13th byte: the codec's own enum, under the name
+#: this module has always used.
+TcpFlag = Flags
 
 
 @dataclass(frozen=True)

@@ -622,7 +622,7 @@ def simultaneous_open(*, capture: bool = False) -> SimultaneousOpen:
 
 def _flag_names(flags: _capture.TcpFlag) -> str:
     order = ("SYN", "FIN", "RST", "PSH", "ACK")
-    return "+".join(name for name in order if _capture.TcpFlag[name] in flags)
+    return "+".join(name for name in order if _capture.TcpFlag.__members__[name] in flags)
 
 
 def _read_segments(
