@@ -37,6 +37,7 @@ __all__ = [
     "CapturedSegment",
     "TcpFlag",
     "collect_syns",
+    "flag_names",
     "packet_capture",
     "parse_ipv4_tcp",
     "tcp_port_filter",
@@ -58,6 +59,19 @@ _PERMISSION_HINT = (
 #: The flag bits of the TCP header's 13th byte: the codec's own enum, under the name
 #: this module has always used.
 TcpFlag = Flags
+
+# The flags a captured segment of a handshake or teardown carries, in the order
+# people name them ("SYN+ACK", "FIN+ACK").
+_FLAG_ORDER = (Flags.SYN, Flags.FIN, Flags.RST, Flags.PSH, Flags.ACK)
+
+
+def flag_names(flags: Flags) -> str:
+    """Name a segment's usual flags, joined by ``+``.
+
+    >>> flag_names(Flags.SYN | Flags.ACK)
+    'SYN+ACK'
+    """
+    return "+".join(str(flag.name) for flag in _FLAG_ORDER if flag in flags)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tcpref import wrap
-from tcpref.capture import TcpFlag, packet_capture, parse_ipv4_tcp
+from tcpref.capture import flag_names, packet_capture, parse_ipv4_tcp
 from tcpref.kernel import Connection, connections, state_of, sysctls
 
 __all__ = [
@@ -783,12 +783,6 @@ def close_wait_pile(clients: int = 5, server_closes: bool = False) -> Pile:
 
 # == The segments on the wire ========================================================
 
-_FLAG_ORDER = (TcpFlag.SYN, TcpFlag.FIN, TcpFlag.RST, TcpFlag.PSH, TcpFlag.ACK)
-
-
-def _flag_names(flags: TcpFlag) -> str:
-    return "+".join(str(flag.name) for flag in _FLAG_ORDER if flag in flags)
-
 
 def teardown_segments(wait_for_ack: bool) -> tuple[Segment, ...]:
     """Capture the segments of a teardown that the client starts (needs CAP_NET_RAW).
@@ -827,5 +821,5 @@ def teardown_segments(wait_for_ack: bool) -> tuple[Segment, ...]:
                 if address[2] == socket.PACKET_OUTGOING or parsed is None:
                     continue
                 sender = "client" if parsed.dst[1] == port else "server"
-                segments.append(Segment(sender, _flag_names(parsed.flags)))
+                segments.append(Segment(sender, flag_names(parsed.flags)))
     return tuple(segments)

@@ -598,7 +598,7 @@ def simultaneous_open(*, capture: bool = False) -> SimultaneousOpen:
         segments = None
         if cap is not None:
             segments = tuple(
-                f"{names[s.src]}>{names[s.dst]} {_flag_names(s.flags)}"
+                f"{names[s.src]}>{names[s.dst]} {_capture.flag_names(s.flags)}"
                 for s in _read_segments(cap, a_address[1], count=5, timeout=1.0)
             )
         ports = (a_address[1], b_address[1])
@@ -618,11 +618,6 @@ def simultaneous_open(*, capture: bool = False) -> SimultaneousOpen:
 
 
 # == Segments on the wire (root) =======================================================
-
-
-def _flag_names(flags: _capture.TcpFlag) -> str:
-    order = ("SYN", "FIN", "RST", "PSH", "ACK")
-    return "+".join(name for name in order if _capture.TcpFlag.__members__[name] in flags)
 
 
 def _read_segments(
@@ -704,7 +699,7 @@ def handshake_segments(timeout: float = 5.0) -> HandshakeSegments:
             for s in _read_segments(cap, port, count=3, timeout=timeout)
             if client_address in (s.src, s.dst)
         ]
-        flags = [_flag_names(s.flags) for s in found]
+        flags = [_capture.flag_names(s.flags) for s in found]
         if flags != ["SYN", "SYN+ACK", "ACK"]:
             raise DemoSetupError(f"expected SYN, SYN+ACK, ACK; captured {flags}")
         isns = {client_address: found[0].seq, (LOOPBACK, port): found[1].seq}
