@@ -90,6 +90,10 @@ class Event(enum.Enum):
     * ``RETRANSMISSION_LIMIT``: the retransmissions of an unacknowledged segment
       gave up (the user timeout, or RFC 1122's R2 threshold).
     * ``TIME_WAIT_EXPIRY``: 2 MSL have passed in TIME_WAIT.
+    * ``FIN_WAIT_2_TIMEOUT``: an orphaned connection (its application called
+      ``close()``) has waited ``tcp_fin_timeout`` seconds in FIN_WAIT_2 for the
+      peer's FIN.  This timer is Linux's, not the RFC's: RFC 9293 lets FIN_WAIT_2
+      last for ever, which is still what happens after ``shutdown(SHUT_WR)``.
     """
 
     PASSIVE_OPEN = enum.auto()
@@ -105,6 +109,7 @@ class Event(enum.Enum):
     RECV_RST = enum.auto()
     RETRANSMISSION_LIMIT = enum.auto()
     TIME_WAIT_EXPIRY = enum.auto()
+    FIN_WAIT_2_TIMEOUT = enum.auto()
 
     def __repr__(self) -> str:
         return f"<Event.{self.name}>"
@@ -200,6 +205,8 @@ TRANSITIONS: dict[State, dict[Event, Transition]] = {
     S.FIN_WAIT_2: {
         E.RECV_FIN: T(S.TIME_WAIT, "ACK"),
         E.RECV_RST: T(S.CLOSED),
+        # Linux only: an orphaned socket gives up waiting after tcp_fin_timeout.
+        E.FIN_WAIT_2_TIMEOUT: T(S.CLOSED),
     },
     S.CLOSE_WAIT: {
         E.CLOSE: T(S.LAST_ACK, "FIN"),

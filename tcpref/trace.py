@@ -16,8 +16,8 @@ This module is pure: it formats values and opens nothing.
 >>> from tcpref.segment import Flags, Segment
 >>> syn = Segment(40000, 80, seq=1000, ack=0, flags=Flags.SYN, window=4096)
 >>> print(format_trace([TraceEntry(0.0, "client", syn)], client_isn=1000))
- time  dir     segment
-0.000  C -> S  SYN seq=0 win=4096
+   time  dir     segment
+  0.000  C -> S  SYN seq=0 win=4096
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def format_entry(
         text = f"{_ARROWS[entry.sender]}  {entry.segment.describe(own_isn, peer_isn)}"
         if entry.note:
             text += f"  ({entry.note})"
-    line = f"{entry.time:5.3f}  {text}"
+    line = f"{entry.time:7.3f}  {text}"
     if entry.client_state is not None and entry.server_state is not None:
-        line = f"{line:<66}  {entry.client_state.name:<12} {entry.server_state.name}"
+        line = f"{line:<68}  {entry.client_state.name:<13} {entry.server_state.name}"
     return line
 
 
@@ -123,9 +123,9 @@ def format_trace(
     with_states = bool(entries) and all(
         entry.client_state is not None and entry.server_state is not None for entry in entries
     )
-    header = " time  dir     segment"
+    header = "   time  dir     segment"
     if with_states:
-        header = f"{header:<66}  {'client':<12} server"
+        header = f"{header:<68}  {'client':<13} server"
     lines = [header]
     for entry in entries:
         if not with_states:
