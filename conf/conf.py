@@ -38,6 +38,7 @@ extensions = [
     "sphinx_autodoc_typehints",  # after napoleon, as its documentation asks
     "sphinx_copybutton",
     "sphinx_design",
+    "tcpref_diagrams",  # conf/tcpref_diagrams.py: diagrams drawn from the model
 ]
 
 source_suffix = {".md": "markdown"}

@@ -7,7 +7,8 @@ name.  Like the simulator, this module is pure.
 
 >>> sorted(SCENARIOS)[:3]
 ['half-close', 'handshake-and-teardown', 'lost-handshake-1']
->>> print(run_scenario("three-segment-teardown").table())  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+>>> run = run_scenario("three-segment-teardown")
+>>> print(run.table())  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
    time  dir     segment ...
   0.120  C -> S  FIN|ACK seq=1 ack=1 win=65535       FIN_WAIT_1    LAST_ACK
   0.130  C <- S  FIN|ACK seq=1 ack=2 win=65535       TIME_WAIT     LAST_ACK

@@ -250,25 +250,25 @@ def _syn_schedule_us(
 class Endpoint:
     """One end of the connection: its kernel's choices and its application's script.
 
-    Kernel:
+    Times are in seconds.  "After" means after the connection is established
+    for this endpoint; "at" and "from" count from the start of the run.
+
+    Attributes:
         port: The endpoint's port.
         isn: Its initial sequence number.
         mss: The MSS it announces in its SYN.
         buffer: Its receive buffer in bytes, the window it announces when empty
             (at most 65535: the model does not scale windows).
-
-    Application (times in seconds; "after" means after the connection is
-    established for this endpoint):
         opens: ``"active"`` (``connect()``, the default) or ``"passive"``
             (``listen()``, then ``accept()``).
         open_at: When it calls ``connect()`` or ``listen()``.
-        write: Bytes it writes once established.
+        write: Bytes its application writes once established.
         write_after: When it writes them.
         close_after: When it calls ``close()``, or ``None``.
         close_at: When it calls ``close()``, from the start of the run, or ``None``.
         shutdown_after: When it calls ``shutdown(SHUT_WR)``, or ``None``.
         close_on_eof: How long after reading end-of-file it calls ``close()``
-            (``0`` at once); ``None`` never: the CLOSE_WAIT bug.
+            (``0`` at once); ``None`` never, which is the CLOSE_WAIT bug.
         reply_on_eof: Bytes it writes on reading end-of-file, before closing.
         read_size: Bytes it reads per read, or ``None`` for all that is there.
         read_every: Seconds between its reads; 0 reads as soon as data arrives.
@@ -948,9 +948,11 @@ class _Tcb:
             self.sim.note(self.side, "gives up: ETIMEDOUT")
 
     def reset_to_listen(self) -> None:
+        """Forget a half-open connection: the listener starts afresh for the next SYN."""
         self.irs = None
         self.outstanding = []
         self.snd_una = self.snd_nxt = self.iss
+        self.rto = _us(self.limits.initial_rto, "initial_rto")
         self.stop_timers()
 
     def arm_persist_timer(self) -> None:

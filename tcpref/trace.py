@@ -31,7 +31,7 @@ from tcpref.states import State
 
 __all__ = ["Side", "TraceEntry", "format_entry", "format_trace"]
 
-#: Which end of the connection: the one that opened it, or the one that accepted it.
+#: Which end of the connection sent a segment, ``"client"`` or ``"server"``.
 Side = Literal["client", "server"]
 
 _ARROWS = {"client": "C -> S", "server": "C <- S"}
