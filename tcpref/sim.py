@@ -77,6 +77,7 @@ __all__ = [
 _MOD = 1 << 32
 _HALF = 1 << 31
 _MICROSECONDS = 1_000_000
+_FALLBACK_RTO = 3 * _MICROSECONDS  # RFC 6298 Section 5.7, Linux's TCP_TIMEOUT_FALLBACK
 
 
 class SimulationError(ValueError):
@@ -199,6 +200,9 @@ class Limits:
             value = getattr(value, "value", value)
             if value is not None:
                 chosen[attribute] = value
+            elif key == "tcp_syn_linear_timeouts" and key in values:
+                # Listed but absent: a kernel before 6.5, whose SYN backoff doubles at once.
+                chosen[attribute] = 0
         return cls(**chosen)  # type: ignore[arg-type]
 
     def orphan_retry_count(self) -> int:
@@ -634,6 +638,7 @@ class _Tcb:
         # The handshake's round trip sets the timeout after it (RFC 6298, one sample).
         self.syn_sent_at: int | None = None
         self.first_syn_at: int | None = None
+        self.outstanding_was_retransmitted = False
         # Application-side facts.
         self.orphan = False
         self.eof_read = False
@@ -795,6 +800,8 @@ class _Tcb:
             options=options,
             payload=payload,
         )
+        if Flags.SYN in flags and note == "retransmission":
+            self.outstanding_was_retransmitted = True
         if Flags.ACK in flags:
             self.advertised_edge = _add(self.rcv_nxt, window)
             self.ack_now = False
@@ -807,6 +814,7 @@ class _Tcb:
         self.snd_nxt = _add(self.iss, 1)
         self.outstanding = [_Outstanding(self.iss, flags, b"")]
         self.syn_sent_at = self.clock.now
+        self.outstanding_was_retransmitted = False
         if self.first_syn_at is None:
             self.first_syn_at = self.clock.now
         self.transmit(flags, self.iss)
@@ -941,9 +949,9 @@ class _Tcb:
         if passive_handshake:
             # The kernel drops the half-open connection; the listener is still there.
             self.error = ""
-            self.sim.note(self.side, "gives up the handshake; the listener stays")
             self.reset_to_listen()
             self.machine.handle(Event.PASSIVE_OPEN)
+            self.sim.note(self.side, "gives up the handshake; the listener stays")
         else:
             self.sim.note(self.side, "gives up: ETIMEDOUT")
 
@@ -953,6 +961,7 @@ class _Tcb:
         self.outstanding = []
         self.snd_una = self.snd_nxt = self.iss
         self.rto = _us(self.limits.initial_rto, "initial_rto")
+        self.syn_sent_at = self.first_syn_at = None
         self.stop_timers()
 
     def arm_persist_timer(self) -> None:
@@ -1053,8 +1062,16 @@ class _Tcb:
             self.apply(Event.RECV_SYN)
 
     def measure_rtt(self) -> None:
-        """Set the timeout from the handshake's round trip (RFC 6298, one sample)."""
+        """Set the timeout from the handshake's round trip (RFC 6298, one sample).
+
+        Karn's rule (RFC 6298 Section 3): a retransmitted SYN gives no sample, since
+        the answer may be to either copy; the timeout falls back to 3 s (Section 5.7).
+        """
         if self.syn_sent_at is None:
+            return
+        if self.outstanding_was_retransmitted:
+            self.syn_sent_at = None
+            self.rto = max(self.rto, _FALLBACK_RTO)
             return
         sample = self.clock.now - self.syn_sent_at
         self.syn_sent_at = None
@@ -1105,6 +1122,7 @@ class _Tcb:
                 # The client sent its SYN again: our SYN+ACK was lost or is late.
                 # Linux answers with the SYN+ACK again (tcp_check_req).
                 self.transmit(Flags.SYN | Flags.ACK, self.iss, note="retransmission")
+                self.restart_rtx_timer(self.rto)  # as Linux does (tcp_check_req)
             elif segment.ack == _add(self.iss, 1):
                 # Simultaneous open: the peer's SYN+ACK completes it (RFC 9293 Figure 8).
                 self.acknowledge(segment.ack)
