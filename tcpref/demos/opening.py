@@ -430,7 +430,9 @@ def syn_queue(timeout: float = 5.0) -> SynQueue:
     """
     with ExitStack() as stack:
         listener = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        # Ten seconds, not one: once the deferral runs out the kernel completes the
+        # request anyway, and a loaded machine can take a second to read /proc.
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 10)
         listener.bind((LOOPBACK, 0))
         listener.listen(4)
         listener.settimeout(timeout)
