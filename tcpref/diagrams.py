@@ -103,7 +103,12 @@ def sequence_diagram(run: Run, *, title: str = "", relative: bool = True) -> str
     trace = run.trace
     send_rows, arrival_rows = _rows(trace)
     label_width = max(
-        (len(_label(entry, run, relative)) for entry in trace if entry.segment), default=20
+        (
+            len(_label(entry, run, relative)) + len(entry.note) + 4
+            for entry in trace
+            if entry.segment
+        ),
+        default=20,
     )
     gap = max(360.0, label_width * _CHAR_WIDTH + 60)
     left, top, row_height = 190.0, 60.0, 30.0
@@ -182,14 +187,13 @@ def _arrow(
             f'<line x1="{start_x}" y1="{y0:.1f}" x2="{end_x}" y2="{y1:.1f}" '
             'stroke-width="1.5" marker-end="url(#tcpref-arrow)"/>'
         ]
-    # The label sits just above the line, a quarter of the way from the sender,
-    # so that labels of segments sent one after another do not collide.
-    along = 0.25
-    label_x = start_x + (end_x - start_x) * along
-    label_y = y0 + (y1 - y0) * along - 5
-    anchor = "start" if entry.sender == "client" else "end"
+    # The label sits just above the middle of the line, centred between the two
+    # lifelines (which are far enough apart for the longest label): segments sent
+    # one after another start on different rows, so their labels do not collide.
+    label_x = (left + right) / 2
+    label_y = (y0 + y1) / 2 - 5
     label = text + (f"  ({entry.note})" if entry.note else "")
-    parts.append(_text(label_x, label_y, label, anchor, _HALO))
+    parts.append(_text(label_x, label_y, label, "middle", _HALO))
     return parts
 
 
