@@ -1,18 +1,24 @@
 """Watch TCP segments on the loopback interface, as ``tcpdump -i lo`` would (Linux only).
 
-The examples on this site use it to show what the kernel puts on the wire, such as
-the initial sequence number of each SYN.  It has two layers:
+The examples on this site use it to show what the kernel puts on the wire: the
+initial sequence number of each SYN, or every segment of a connection, printed in
+the same format as the simulator's traces (:mod:`tcpref.trace`).  It has two layers:
 
 * a pure core: :func:`parse_ipv4_tcp` reads just enough of an IPv4 packet and its
-  TCP header (addresses, ports, sequence and acknowledgment numbers, flags), and
-  :func:`tcp_port_filter` builds the kernel filter program for one port;
+  TCP header (addresses, ports, sequence and acknowledgment numbers, flags),
+  :func:`decode_ipv4_segment` decodes the whole TCP segment with
+  :mod:`tcpref.segment`, :func:`tcp_port_filter` builds the kernel filter program
+  for one port, and :func:`initial_sequence_numbers` finds the two ISNs of a trace;
 * a thin IO layer: :func:`packet_capture` opens an ``AF_PACKET`` socket on an
-  interface, and :func:`collect_syns` reads SYN segments from it, bounded in count
-  and in time.
+  interface; :func:`collect_syns` reads SYN segments from it, and
+  :func:`collect_segments` one connection's segments, both bounded in count and in
+  time; :func:`trace_port` follows a port as the segments arrive (the command line's
+  ``python -m tcpref trace``); and :func:`capture_exchange`, the helper for
+  examples, captures the segments of a scripted exchange.
 
 Opening an ``AF_PACKET`` socket needs the CAP_NET_RAW capability (root has it);
 without it :func:`packet_capture` raises :class:`tcpref.errors.PermissionCallError`,
-a ``PermissionError`` whose message names the capability.
+a ``PermissionError`` whose message names the capability.  Only IPv4 is captured.
 
 Other programs may be using loopback at the same time, so a capture should always
 say which port it is about: the kernel then queues only that port's segments.
@@ -22,25 +28,36 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import ipaddress
 import os
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tcpref.errors import PermissionCallError, SocketCallError, checked, translate
-from tcpref.segment import Flags
+from tcpref.segment import Flags, Segment
+from tcpref.trace import Side, TraceEntry, format_entry, format_trace
 
 __all__ = [
+    "FULL_SNAP_LENGTH",
+    "HEADER_SNAP_LENGTH",
+    "AddressedSegment",
+    "CapturedExchange",
     "CapturedSegment",
     "TcpFlag",
+    "capture_exchange",
+    "collect_segments",
     "collect_syns",
+    "decode_ipv4_segment",
     "flag_names",
+    "initial_sequence_numbers",
     "packet_capture",
     "parse_ipv4_tcp",
     "tcp_port_filter",
+    "trace_port",
 ]
 
 _ETH_P_IP = 0x0800  # the EtherType of IPv4: the packet socket receives only IPv4
@@ -148,26 +165,56 @@ _BPF_LDX_MSH = 0xB1  # X = 4 * (byte at [k] & 0x0f): the IPv4 header's length
 _BPF_JEQ = 0x15  # jump if A == k
 _BPF_JSET = 0x45  # jump if A & k
 _BPF_RET = 0x06  # keep k bytes of the packet (0: drop it)
-# Headers are all we read: an IPv4 header (at most 60 bytes) and a TCP header (at most
-# 60), like tcpdump's snap length.  The kernel queues no more than this of a packet.
-_SNAP_BYTES = 256
+
+#: The snap length (tcpdump's ``-s``) that keeps the headers and nothing more: an IPv4
+#: header is at most 60 bytes and a TCP header at most 60.  The kernel queues no more
+#: than the snap length of each packet.
+HEADER_SNAP_LENGTH = 256
+#: The snap length that keeps whole packets, payload included (tcpdump's default).
+FULL_SNAP_LENGTH = 262144
+_SNAP_BYTES = HEADER_SNAP_LENGTH
+_MIN_SNAP_LENGTH = 120  # both headers at their longest
 
 
-def tcp_port_filter(port: int) -> bytes:
+def _check_snap_length(snap_length: object) -> int:
+    if isinstance(snap_length, bool) or not isinstance(snap_length, int):
+        raise TypeError(f"snap_length must be an int, not {snap_length!r}")
+    if not _MIN_SNAP_LENGTH <= snap_length <= FULL_SNAP_LENGTH:
+        raise ValueError(
+            f"snap_length must be in range {_MIN_SNAP_LENGTH}-{FULL_SNAP_LENGTH} "
+            f"(both headers need up to 120 bytes), not {snap_length!r}"
+        )
+    return snap_length
+
+
+def _check_port(port: object) -> int:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {port!r}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be in range 1-65535, not {port!r}")
+    return port
+
+
+def tcp_port_filter(port: int, *, snap_length: int = HEADER_SNAP_LENGTH) -> bytes:
     """Build a kernel filter that keeps IPv4 TCP segments from or to ``port``.
 
     It is tcpdump's ``ip and tcp and port PORT`` (without fragments), written for a
     socket that receives packets from the IPv4 header on, as :func:`packet_capture`'s
     does.  The result is the packed instruction array of a ``struct sock_filter``.
 
+    Args:
+        port: The port whose segments to keep.
+        snap_length: How many bytes of each packet the kernel keeps: the headers
+            only (:data:`HEADER_SNAP_LENGTH`, the default), or whole packets
+            (:data:`FULL_SNAP_LENGTH`).
+
     Raises:
-        TypeError: if ``port`` is not an int.
-        ValueError: if ``port`` is outside 1-65535.
+        TypeError: if ``port`` or ``snap_length`` is not an int.
+        ValueError: if ``port`` is outside 1-65535, or ``snap_length`` outside
+            120-262144.
     """
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise TypeError(f"port must be an int, not {port!r}")
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port must be in range 1-65535, not {port!r}")
+    _check_port(port)
+    snap = _check_snap_length(snap_length)
     accept, drop = 9, 10  # the indexes of the two return instructions
 
     def to(target: int, at: int) -> int:
@@ -183,10 +230,78 @@ def tcp_port_filter(port: int) -> bytes:
         (_BPF_JEQ, to(accept, 6), 0, port),  # 6: to our port: accept
         (_BPF_LDH_IND, 0, 0, 0),  # 7: A = the TCP source port
         (_BPF_JEQ, 0, to(drop, 8), port),  # 8: from our port: accept, else drop
-        (_BPF_RET, 0, 0, _SNAP_BYTES),  # 9: accept
+        (_BPF_RET, 0, 0, snap),  # 9: accept
         (_BPF_RET, 0, 0, 0),  # 10: drop
     ]
     return b"".join(struct.pack("HBBI", *instruction) for instruction in program)
+
+
+def _tcp_filter(snap_length: int) -> bytes:
+    """The filter ``ip and tcp`` (without later fragments): every TCP segment, any port."""
+    program = [
+        (_BPF_LDB_ABS, 0, 0, 9),  # 0: A = the IPv4 protocol number
+        (_BPF_JEQ, 0, 3, _IPPROTO_TCP),  # 1: not TCP: drop (skip 3 to instruction 5)
+        (_BPF_LDH_ABS, 0, 0, 6),  # 2: A = IPv4 flags and fragment offset
+        (_BPF_JSET, 1, 0, 0x1FFF),  # 3: a later fragment: drop
+        (_BPF_RET, 0, 0, snap_length),  # 4: accept
+        (_BPF_RET, 0, 0, 0),  # 5: drop
+    ]
+    return b"".join(struct.pack("HBBI", *instruction) for instruction in program)
+
+
+@dataclass(frozen=True)
+class AddressedSegment:
+    """A TCP segment decoded from an IPv4 packet, and the addresses it went between.
+
+    Attributes:
+        src: The sender's ``(ip, port)``.
+        dst: The receiver's ``(ip, port)``.
+        segment: The whole segment, decoded by :meth:`tcpref.segment.Segment.from_bytes`.
+        payload_length: How many payload bytes the packet carried.  It is more than
+            ``len(segment.payload)`` when the capture kept only the start of the
+            packet (see ``snap_length`` in :func:`packet_capture`).
+    """
+
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    segment: Segment
+    payload_length: int
+
+    @property
+    def truncated(self) -> bool:
+        """Whether some of the payload was not captured."""
+        return self.payload_length > len(self.segment.payload)
+
+
+def decode_ipv4_segment(packet: bytes) -> AddressedSegment | None:
+    """Decode an IPv4 packet carrying TCP: its addresses, and its whole TCP segment.
+
+    The packet may have been cut short by a capture's snap length, as long as both
+    headers are complete; the IPv4 header's total length then still tells how long
+    the payload was.  Returns ``None`` for an IPv4 packet that holds no TCP header:
+    another protocol, or a fragment other than the first.
+
+    Raises:
+        TypeError: if ``packet`` is not bytes-like.
+        ValueError: if ``packet`` is not IPv4, is too short for the headers it
+            announces, or its TCP header is malformed (a
+            :class:`tcpref.segment.SegmentError`, naming the offset in the TCP header).
+    """
+    found = parse_ipv4_tcp(packet)  # checks the IPv4 header, and finds the ports
+    if found is None:
+        return None
+    data = bytes(packet)
+    ip_header_length = (data[0] & 0x0F) * 4
+    total_length = int.from_bytes(data[2:4], "big")
+    if total_length == 0:
+        total_length = len(data)  # a segmentation-offload packet may leave it unset
+    if total_length < ip_header_length + _TCP_MIN_HEADER:
+        raise ValueError(
+            f"IPv4 total length {total_length} is too short for the headers it carries"
+        )
+    segment = Segment.from_bytes(data[ip_header_length:total_length])
+    payload_length = total_length - ip_header_length - segment.header_length
+    return AddressedSegment(found.src, found.dst, segment, payload_length)
 
 
 # -- the IO layer -----------------------------------------------------------------------
@@ -236,9 +351,53 @@ def _check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
+# Linux's numbers for SO_TIMESTAMPNS (asm-generic) and SO_RCVBUFFORCE, which Python
+# does not name.  SO_TIMESTAMPNS makes each packet carry the time it arrived.
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_TIMESPEC = struct.Struct("@ll")  # struct timespec: seconds, nanoseconds
+# Room for the time stamp's control message (CMSG_SPACE is missing on Windows).
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 64
+# A capture of every TCP segment on loopback must hold other programs' segments too
+# until it reads them: 16 MiB of buffer, which the kernel charges only as it is used.
+_EXCHANGE_BUFFER_BYTES = 16 * 1024 * 1024
+
+
+@contextmanager
+def _capture_socket(
+    interface: str, program: bytes | None, timeout: float
+) -> Iterator[socket.socket]:
+    """Open, filter, bind and time-stamp a packet socket; always close it."""
+    sock = _open_packet_socket(interface)
+    try:
+        if program is not None:
+            _attach_filter(sock, program)  # before bind: no packet arrives unfiltered
+        # Before any packet arrives, so that each one is stamped as it arrives.
+        with checked("setsockopt(SO_TIMESTAMPNS)"):
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        with checked("bind", interface):
+            sock.bind((interface, _ETH_P_IP))
+        sock.settimeout(timeout)
+        yield sock
+    finally:
+        sock.close()
+
+
+def _check_interface(interface: object) -> str:
+    if not isinstance(interface, str):
+        raise TypeError(f"interface must be a str such as 'lo', not {interface!r}")
+    if not interface:
+        raise ValueError("interface must be a name such as 'lo', not ''")
+    return interface
+
+
 @contextmanager
 def packet_capture(
-    interface: str = "lo", *, port: int | None = None, timeout: float = 5.0
+    interface: str = "lo",
+    *,
+    port: int | None = None,
+    timeout: float = 5.0,
+    snap_length: int = HEADER_SNAP_LENGTH,
 ) -> Iterator[socket.socket]:
     """Open a packet socket that receives the IPv4 packets arriving on ``interface``.
 
@@ -254,31 +413,25 @@ def packet_capture(
             (see :func:`tcp_port_filter`), so that other traffic on the interface can
             neither fill the buffer nor be mistaken for yours.
         timeout: Seconds a ``recv`` on the socket waits before raising ``TimeoutError``.
+        snap_length: With ``port``, how many bytes of each packet the kernel keeps:
+            the headers (:data:`HEADER_SNAP_LENGTH`, the default) or whole packets
+            (:data:`FULL_SNAP_LENGTH`).
 
     Raises:
-        TypeError: if ``interface`` is not a str, or ``port`` or ``timeout`` not a number.
-        ValueError: if ``interface`` is empty, ``port`` outside 1-65535, or ``timeout``
-            not positive and finite.
+        TypeError: if ``interface`` is not a str, or ``port``, ``timeout`` or
+            ``snap_length`` not a number.
+        ValueError: if ``interface`` is empty, ``port`` outside 1-65535, ``timeout``
+            not positive and finite, or ``snap_length`` outside 120-262144.
         PermissionCallError: without the CAP_NET_RAW capability.
         SocketCallError: if the system has no packet sockets (not Linux), or
             ``interface`` does not exist.
     """
-    if not isinstance(interface, str):
-        raise TypeError(f"interface must be a str such as 'lo', not {interface!r}")
-    if not interface:
-        raise ValueError("interface must be a name such as 'lo', not ''")
-    program = tcp_port_filter(port) if port is not None else None
+    _check_interface(interface)
+    program = tcp_port_filter(port, snap_length=snap_length) if port is not None else None
+    _check_snap_length(snap_length)
     seconds = _check_seconds("timeout", timeout)
-    sock = _open_packet_socket(interface)
-    try:
-        if program is not None:
-            _attach_filter(sock, program)  # before bind: no packet arrives unfiltered
-        with checked("bind", interface):
-            sock.bind((interface, _ETH_P_IP))
-        sock.settimeout(seconds)
+    with _capture_socket(interface, program, seconds) as sock:
         yield sock
-    finally:
-        sock.close()
 
 
 def collect_syns(
@@ -336,3 +489,351 @@ def collect_syns(
     finally:
         capture.settimeout(previous_timeout)
     return found
+
+
+# -- one connection's segments, in the trace format ---------------------------------------
+
+
+def _arrival_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """When the kernel stamped the packet, in ns; now, if it carries no stamp."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return int(seconds) * 1_000_000_000 + int(nanoseconds)
+    return time.time_ns()
+
+
+def _receive(capture: socket.socket, deadline: float | None) -> tuple[int, bytes] | None:
+    """Wait for the next packet that arrived, until ``deadline`` (``time.monotonic``).
+
+    Returns the time it arrived (ns on the wall clock) and the packet, or ``None``
+    once the deadline has passed.  Without a deadline it waits as long as the
+    socket's timeout allows.
+    """
+    # Ends: each pass reads one packet (returned, or skipped as our own copy of an
+    # outgoing one) or returns at the deadline.
+    while True:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            capture.settimeout(remaining)
+        try:
+            with checked("recvmsg"):
+                packet, ancillary, _, address = capture.recvmsg(FULL_SNAP_LENGTH, _STAMP_SPACE)
+        except TimeoutError:
+            return None
+        outgoing = isinstance(address, tuple) and address[2:3] == (socket.PACKET_OUTGOING,)
+        if outgoing:
+            continue  # on other interfaces, our own copy of a packet we sent
+        return _arrival_ns(ancillary), packet
+
+
+def _decode_or_none(packet: bytes) -> AddressedSegment | None:
+    try:
+        return decode_ipv4_segment(packet)
+    except ValueError:
+        return None  # somebody else's malformed packet is not ours to judge
+
+
+def _check_address(name: str, address: object) -> tuple[str, int]:
+    """Check an IPv4 ``(ip, port)`` pair, as ``getsockname()`` returns it."""
+    problem = (
+        f"{name} must be an IPv4 address (ip, port), such as ('127.0.0.1', 8080), not {address!r}"
+    )
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise TypeError(problem)
+    host, port = address
+    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(problem)
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(problem) from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{name}'s port must be in range 1-65535, not {port!r}")
+    return host, port
+
+
+def _check_count(count: object) -> int:
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"count must be an int, not {count!r}")
+    if count < 1:
+        raise ValueError(f"count must be >= 1, not {count!r}")
+    return count
+
+
+def _entry(seconds: float, sender: Side, found: AddressedSegment, note: str = "") -> TraceEntry:
+    """A trace entry for a captured segment: sent and arrived at the same moment."""
+    if found.truncated:
+        cut = f"len={found.payload_length} on the wire, {len(found.segment.payload)} captured"
+        note = f"{note}; {cut}" if note else cut
+    return TraceEntry(seconds, sender, found.segment, note=note, arrival=seconds)
+
+
+def collect_segments(
+    capture: socket.socket,
+    client: tuple[str, int],
+    server: tuple[str, int],
+    *,
+    count: int,
+    timeout: float,
+) -> list[TraceEntry]:
+    """Read from ``capture`` the segments of one connection, as trace entries.
+
+    The connection is the 4-tuple of ``client`` and ``server``: a segment belongs
+    to it if it went from one to the other, in either direction.  (The kernel
+    filter of :func:`packet_capture` keeps a port; this keeps exactly one
+    connection.)  Each entry's ``sender`` is ``"client"`` for a segment from
+    ``client``, the side that sent the SYN, and ``"server"`` otherwise.  ``time``
+    is the moment the kernel saw the segment, in seconds since the first segment
+    collected; ``arrival`` is the same, because on loopback a segment arrives as
+    it is sent.  Reading stops after ``count`` segments or ``timeout`` seconds,
+    whichever comes first, so the list may be shorter than ``count``.
+
+    Print the result with :func:`tcpref.trace.format_trace`, giving it the ISNs
+    from :func:`initial_sequence_numbers` for relative numbers.
+
+    Args:
+        capture: A socket from :func:`packet_capture`, opened before the
+            connection's first segment was sent.
+        client: The client's ``(ip, port)``: ``getsockname()`` of the socket
+            that called ``connect()``.
+        server: The server's ``(ip, port)``.
+        count: How many segments to wait for at most.
+        timeout: How many seconds to wait at most, in total.
+
+    Raises:
+        TypeError: if ``capture`` is not a socket, an address is not an
+            ``(ip, port)`` pair, or ``count`` or ``timeout`` is not a number.
+        ValueError: if an address is not IPv4 or its port is outside 1-65535,
+            ``count`` is below 1, or ``timeout`` is not positive and finite.
+        SocketCallError: if reading from ``capture`` fails.
+    """
+    if not isinstance(capture, socket.socket):
+        raise TypeError(f"capture must be a socket from packet_capture(), not {capture!r}")
+    client = _check_address("client", client)
+    server = _check_address("server", server)
+    _check_count(count)
+    deadline = time.monotonic() + _check_seconds("timeout", timeout)
+    entries: list[TraceEntry] = []
+    first_ns: int | None = None
+    previous_timeout = capture.gettimeout()
+    try:
+        # Ends: each pass reads a packet or returns at the deadline (see _receive).
+        while len(entries) < count:
+            received = _receive(capture, deadline)
+            if received is None:
+                break
+            arrival_ns, packet = received
+            found = _decode_or_none(packet)
+            if found is None or (found.src, found.dst) not in ((client, server), (server, client)):
+                continue
+            first_ns = arrival_ns if first_ns is None else first_ns
+            sender: Side = "client" if found.src == client else "server"
+            entries.append(_entry((arrival_ns - first_ns) / 1e9, sender, found))
+    finally:
+        capture.settimeout(previous_timeout)
+    return entries
+
+
+def initial_sequence_numbers(entries: Sequence[TraceEntry]) -> tuple[int | None, int | None]:
+    """Find each side's initial sequence number: the ``seq`` of the first SYN it sent.
+
+    Returns ``(client_isn, server_isn)``, with ``None`` for a side whose SYN is not
+    in ``entries`` (the capture started too late, or missed it).
+
+    >>> from tcpref.segment import Flags, Segment
+    >>> syn = Segment(40000, 80, seq=7000, ack=0, flags=Flags.SYN, window=1024)
+    >>> initial_sequence_numbers([TraceEntry(0.0, "client", syn)])
+    (7000, None)
+    """
+    isns: dict[Side, int | None] = {"client": None, "server": None}
+    for entry in entries:
+        segment = entry.segment
+        if segment is not None and Flags.SYN in segment.flags and isns[entry.sender] is None:
+            isns[entry.sender] = segment.seq
+    return isns["client"], isns["server"]
+
+
+@dataclass(frozen=True)
+class CapturedExchange:
+    """The segments of one connection, captured by :func:`capture_exchange`.
+
+    ``print()`` it to see the trace, with numbers relative to the two ISNs.
+
+    Attributes:
+        client: The client's ``(ip, port)``.
+        server: The server's ``(ip, port)``.
+        entries: One :class:`tcpref.trace.TraceEntry` per segment, in the order
+            the segments were seen.
+        client_isn: The client's initial sequence number, or ``None`` if its SYN
+            was not captured.
+        server_isn: The server's initial sequence number, or ``None``.
+    """
+
+    client: tuple[str, int]
+    server: tuple[str, int]
+    entries: tuple[TraceEntry, ...]
+    client_isn: int | None
+    server_isn: int | None
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """The captured segments alone, as :class:`tcpref.segment.Segment` records."""
+        return tuple(entry.segment for entry in self.entries if entry.segment is not None)
+
+    def format(self) -> str:
+        """The trace as :func:`tcpref.trace.format_trace` prints it."""
+        return format_trace(self.entries, self.client_isn, self.server_isn)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def _check_exchange_result(result: object) -> tuple[tuple[str, int], tuple[str, int]]:
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise TypeError(
+            "the script must return (client_address, server_address), "
+            f"such as (client.getsockname(), listener.getsockname()), not {result!r}"
+        )
+    return _check_address("client", result[0]), _check_address("server", result[1])
+
+
+def capture_exchange(
+    script: Callable[[], tuple[tuple[str, int], tuple[str, int]]],
+    *,
+    count: int,
+    timeout: float = 5.0,
+    port: int | None = None,
+) -> CapturedExchange:
+    """Run ``script`` while capturing on loopback; return its connection's segments.
+
+    This is the helper for examples: write the exchange as a function that opens
+    a connection on ``127.0.0.1``, does what it shows, closes, and returns
+    ``(client_address, server_address)``.  The capture opens before the script
+    runs, so it sees the first SYN; afterwards the segments of that one
+    connection are read, at most ``count`` of them, waiting at most ``timeout``
+    seconds for the last.  On loopback a segment is seen as it is sent, so what
+    the script did is in the capture by the time it returns.
+
+    Without ``port`` the kernel keeps every TCP segment on loopback until they are
+    read (in a 16 MiB buffer, so that other programs' traffic cannot crowd yours
+    out); with ``port``, a port of the exchange known before it starts, such as a
+    listener's, only that port's.  IPv4 only.
+
+    Args:
+        script: Runs the exchange; returns ``(client_address, server_address)``,
+            as ``getsockname()`` gives them.
+        count: How many segments to read at most.
+        timeout: Seconds to wait at most for them, after the script has returned.
+        port: If given, capture only segments from or to this port.
+
+    Raises:
+        TypeError: if ``script`` is not callable or returns something other than
+            two ``(ip, port)`` pairs, or an argument is not a number.
+        ValueError: if an argument is out of range, or an address is not IPv4.
+        PermissionCallError: without the CAP_NET_RAW capability.
+        SocketCallError: if the system has no packet sockets (not Linux).
+        Exception: whatever ``script`` raises; the capture is closed first.
+    """
+    if not callable(script):
+        raise TypeError(f"script must be a function that runs the exchange, not {script!r}")
+    _check_count(count)
+    seconds = _check_seconds("timeout", timeout)
+    if port is None:
+        program = _tcp_filter(FULL_SNAP_LENGTH)
+    else:
+        program = tcp_port_filter(port, snap_length=FULL_SNAP_LENGTH)
+    with _capture_socket("lo", program, seconds) as capture:
+        _enlarge_receive_buffer(capture, _EXCHANGE_BUFFER_BYTES)
+        client, server = _check_exchange_result(script())
+        entries = collect_segments(capture, client, server, count=count, timeout=seconds)
+    client_isn, server_isn = initial_sequence_numbers(entries)
+    return CapturedExchange(client, server, tuple(entries), client_isn, server_isn)
+
+
+def _enlarge_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for a receive buffer of ``size`` bytes; beyond net.core.rmem_max with CAP_NET_ADMIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+    except OSError:  # EPERM without CAP_NET_ADMIN: as much as rmem_max allows
+        with checked("setsockopt(SO_RCVBUF)"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def trace_port(
+    capture: socket.socket,
+    port: int,
+    *,
+    count: int | None = None,
+    timeout: float | None = None,
+) -> Iterator[str]:
+    """Follow the TCP segments to or from ``port`` as they arrive, one line each.
+
+    The first line is the trace's header; then each segment is one line in
+    :func:`tcpref.trace.format_trace`'s format, ready to print at once.  A segment
+    sent *to* ``port`` goes ``C -> S``: the side that owns ``port`` is the server.
+    Numbers are relative to the connection's two ISNs once its SYNs have been seen
+    (absolute before, for a connection that was open before the capture), and
+    each line ends with the client's address in parentheses, which tells the
+    connections apart.  Times count from the first segment.
+
+    Args:
+        capture: A socket from :func:`packet_capture` (with ``port``, and
+            ``snap_length=FULL_SNAP_LENGTH`` to count payload bytes right).
+        port: The port to follow.
+        count: Stop after this many segments; ``None``: no limit.
+        timeout: Stop after this many seconds; ``None``: no limit.  With neither
+            limit the lines go on until the caller stops reading.
+
+    Raises:
+        TypeError: if ``capture`` is not a socket, or an argument is not a number.
+        ValueError: if ``port`` is outside 1-65535, ``count`` below 1, or
+            ``timeout`` not positive and finite.
+        SocketCallError: if reading from ``capture`` fails.
+    """
+    if not isinstance(capture, socket.socket):
+        raise TypeError(f"capture must be a socket from packet_capture(), not {capture!r}")
+    _check_port(port)
+    if count is not None:
+        _check_count(count)
+    limit = None if timeout is None else _check_seconds("timeout", timeout)
+    return _trace_lines(capture, port, count, limit)
+
+
+def _trace_lines(
+    capture: socket.socket, port: int, count: int | None, timeout: float | None
+) -> Iterator[str]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    yield format_trace(())  # the header line
+    isns: dict[tuple[str, int], dict[Side, int | None]] = {}
+    first_ns: int | None = None
+    shown = 0
+    previous_timeout = capture.gettimeout()
+    if deadline is None:
+        capture.settimeout(None)
+    try:
+        # Ends: at count lines, at the deadline, or when the caller stops reading.
+        while count is None or shown < count:
+            received = _receive(capture, deadline)
+            if received is None:
+                return
+            arrival_ns, packet = received
+            found = _decode_or_none(packet)
+            if found is None or port not in (found.src[1], found.dst[1]):
+                continue
+            sender: Side = "client" if found.dst[1] == port else "server"
+            client = found.src if sender == "client" else found.dst
+            known = isns.setdefault(client, {"client": None, "server": None})
+            flags = found.segment.flags
+            if Flags.SYN in flags:
+                if Flags.ACK not in flags:  # a new connection: forget the old numbers
+                    known["server"] = None
+                known[sender] = found.segment.seq
+            first_ns = arrival_ns if first_ns is None else first_ns
+            entry = _entry((arrival_ns - first_ns) / 1e9, sender, found, f"{client[0]}:{client[1]}")
+            yield format_entry(entry, known["client"], known["server"])
+            shown += 1
+    finally:
+        capture.settimeout(previous_timeout)

@@ -1,4 +1,4 @@
-"""The command line: ``python -m tcpref serve ...`` and ``python -m tcpref client ...``.
+"""The command line: ``python -m tcpref serve``, ``client`` and ``trace``.
 
 ``serve`` runs one of the three server models in the foreground.  Its first line on
 stdout is ``listening on HOST:PORT``, flushed at once, so a script (or a test) can
@@ -7,6 +7,12 @@ and it exits 0.
 
 ``client`` connects, sends its standard input, half-closes, and prints every reply
 until the server closes.
+
+``trace --port N`` prints the TCP segments to or from port N on loopback as they
+arrive, one line each, in the format of :mod:`tcpref.trace` (a segment sent *to*
+port N goes ``C -> S``), until ``--count`` segments or ``--timeout`` seconds, or
+Ctrl-C.  It needs Linux and the CAP_NET_RAW capability (root has it); the header
+line is printed once the capture is open.
 
 Bad arguments, or a failure such as a port already in use, print one line to stderr
 and exit 2, with no traceback.
@@ -25,7 +31,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
-from tcpref import wrap
+from tcpref import capture, wrap
 from tcpref.errors import IncompleteReadError, LineTooLongError, SocketCallError
 from tcpref.servers import HANDLERS, MODELS
 
@@ -51,6 +57,13 @@ def _port(text: str) -> int:
     return port
 
 
+def _capture_port(text: str) -> int:
+    port = _port(text)
+    if port == 0:
+        raise argparse.ArgumentTypeError("port must be in range 1-65535 to capture, not 0")
+    return port
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -68,6 +81,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected seconds > 0, not {text}")
+    return value
+
+
+def _finite_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, not {text}")
     return value
 
 
@@ -89,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("host")
     client.add_argument("port", type=_port)
     client.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS")
+
+    trace = commands.add_parser(
+        "trace", help="print the TCP segments to or from a port on loopback (CAP_NET_RAW)"
+    )
+    trace.add_argument("--port", type=_capture_port, required=True, help="the port to follow")
+    trace.add_argument("--count", type=_positive_int, help="stop after this many segments")
+    trace.add_argument(
+        "--timeout", type=_finite_seconds, metavar="SECONDS", help="stop after this many seconds"
+    )
     return parser
 
 
@@ -138,12 +167,31 @@ def _send_stdin(sock: socket.socket) -> None:
         wrap.shutdown(sock, socket.SHUT_WR)  # the half-close: "I have sent everything"
 
 
+def trace(args: argparse.Namespace) -> int:
+    """Print the segments to or from a port on loopback, one line each, as they arrive."""
+    with capture.packet_capture(port=args.port, snap_length=capture.FULL_SNAP_LENGTH) as cap:
+        lines = capture.trace_port(cap, args.port, count=args.count, timeout=args.timeout)
+        try:
+            for line in lines:
+                print(line, flush=True)
+        except BrokenPipeError:
+            # The reader went away (``... | head``): not an error.  Point stdout at
+            # /dev/null so that Python's final flush does not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    return 0
+
+
+_COMMANDS = {"serve": serve, "client": client, "trace": trace}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return serve(args) if args.command == "serve" else client(args)
+        return _COMMANDS[args.command](args)
     except (SocketCallError, IncompleteReadError, LineTooLongError, ValueError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR

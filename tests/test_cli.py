@@ -1,18 +1,23 @@
-"""``python -m tcpref``: the server and client as real processes, with real signals."""
+"""``python -m tcpref``: the server, client and trace as real processes, with real signals."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+
+from tcpref.trace import format_trace
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the servers are tested on Linux"
@@ -76,6 +81,11 @@ def echo_once(address: tuple[str, int], payload: bytes, timeout: float = 5) -> b
         (["serve", "--model", "thread", "--idle-timeout", "-1"], "expected seconds > 0"),
         (["client", "127.0.0.1", "99999"], "port must be in range 0-65535, not 99999"),
         (["serve"], "the following arguments are required: --model"),
+        (["trace"], "the following arguments are required: --port"),
+        (["trace", "--port", "0"], "port must be in range 1-65535 to capture, not 0"),
+        (["trace", "--port", "80", "--count", "0"], "expected a number >= 1, not 0"),
+        (["trace", "--port", "80", "--timeout", "0"], "expected seconds > 0, not 0"),
+        (["trace", "--port", "80", "--timeout", "inf"], "expected a finite number of seconds"),
         ([], "the following arguments are required: command"),
     ],
 )
@@ -177,3 +187,128 @@ def test_cli_server_out_of_descriptors_backs_off_and_recovers(model: str) -> Non
         log = proc.stderr.read().decode()
     if model != "fork":  # the fork parent holds no connection, so it never runs out
         assert "Too many open files" in log
+
+
+# -- trace ----------------------------------------------------------------------------------
+
+IS_ROOT = os.geteuid() == 0
+privileged = pytest.mark.skipif(not IS_ROOT, reason="capturing needs CAP_NET_RAW (run as root)")
+
+
+@contextlib.contextmanager
+def trace_process(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """Start ``python -m tcpref trace ARGS``; yield it once its capture is open."""
+    proc = subprocess.Popen(
+        [*COMMAND, "trace", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        header = proc.stdout.readline()  # printed once the capture is open
+        assert header == format_trace(()) + "\n", (header, proc.stderr and proc.stderr.read())
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=15)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@privileged
+def test_cli_trace_prints_a_connection_as_it_happens() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(5)
+        port = listener.getsockname()[1]
+        with trace_process("--port", str(port), "--count", "8", "--timeout", "20") as proc:
+            client = socket.create_connection(("127.0.0.1", port), timeout=5)
+            with client:
+                client_port = client.getsockname()[1]
+                assert proc.stdout is not None
+                # Printed as it arrives, while the connection is still open: the handshake.
+                first = [proc.stdout.readline() for _ in range(3)]
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(5)
+                    client.sendall(b"hi")
+                    assert conn.recv(10) == b"hi"
+                    client.close()
+                    assert conn.recv(10) == b""
+            rest, errors = proc.communicate(timeout=20)
+    assert proc.returncode == 0, errors
+    lines = [line.lstrip().split("  ", 1)[1] for line in first + rest.splitlines(keepends=True)]
+    note = f"  (127.0.0.1:{client_port})\n"
+    assert all(line.endswith(note) for line in lines), lines
+    assert [line.removesuffix(note).split(" win=")[0] for line in lines] == [
+        "C -> S  SYN seq=0",
+        "C <- S  SYN|ACK seq=0 ack=1",
+        "C -> S  ACK seq=1 ack=1",
+        "C -> S  PSH|ACK seq=1 ack=1",
+        "C <- S  ACK seq=1 ack=3",
+        "C -> S  FIN|ACK seq=3 ack=1",
+        "C <- S  FIN|ACK seq=1 ack=4",
+        "C -> S  ACK seq=4 ack=2",
+    ]
+    assert " len=2 " in lines[3]
+    assert "[MSS=65495, SACK_PERM, TS, WS=" in lines[0]
+
+
+@privileged
+def test_cli_trace_stops_at_its_timeout_with_nothing_seen() -> None:
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))  # a port nobody else will use meanwhile
+        port = str(reserved.getsockname()[1])
+        started = time.monotonic()
+        with trace_process("--port", port, "--timeout", "0.5") as proc:
+            rest, errors = proc.communicate(timeout=20)
+    assert proc.returncode == 0, errors
+    assert rest == ""
+    assert 0.5 <= time.monotonic() - started < 15
+
+
+def _without_cap_net_raw() -> tuple[list[str], Any] | None:
+    """How to run a command without CAP_NET_RAW here: (prefix, preexec_fn), or None."""
+    if not IS_ROOT:
+        return [], None  # an ordinary user has no capabilities to drop
+    if shutil.which("setpriv"):
+        return ["setpriv", "--inh-caps=-net_raw", "--bounding-set=-net_raw"], None
+    try:
+        nobody = pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        return None
+
+    def become_nobody() -> None:
+        os.setgid(nobody)
+        os.setuid(nobody)  # drops every capability
+
+    return [], become_nobody
+
+
+def test_cli_trace_without_cap_net_raw_prints_one_line_and_exits_2() -> None:
+    how = _without_cap_net_raw()
+    if how is None:
+        pytest.skip("as root, dropping CAP_NET_RAW needs setpriv or a 'nobody' user")
+    prefix, preexec_fn = how
+    try:
+        done = subprocess.run(
+            [*prefix, *COMMAND, "trace", "--port", "80", "--timeout", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            preexec_fn=preexec_fn,
+        )
+    except PermissionError:  # as 'nobody', the interpreter may be out of reach
+        pytest.skip("user 'nobody' cannot run this interpreter, and setpriv is missing")
+    if done.returncode == 0:
+        pytest.skip("this interpreter was granted CAP_NET_RAW (setcap): nothing to refuse")
+    if "Error" in done.stderr and "CAP_NET_RAW" not in done.stderr:
+        pytest.skip(f"the unprivileged child could not start: {done.stderr.splitlines()[-1]}")
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line == (
+        "python -m tcpref: error: capture('lo'): [Errno 1] EPERM: Operation not permitted. "
+        "Capturing packets needs the CAP_NET_RAW capability: run as root, or grant it to "
+        "the interpreter (setcap cap_net_raw+ep)."
+    )
+    assert done.stdout == ""
