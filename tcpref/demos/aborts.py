@@ -798,7 +798,6 @@ def user_timeout(milliseconds: int = 500) -> UserTimeout:
     with ExitStack() as stack:
         sender, receiver = _connected_pair(stack)
         sender_end, receiver_end = _addresses(sender), _addresses(receiver)
-        sender.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
         sender.setblocking(False)
         chunk = b"x" * 65536
         # Ends: the buffers of both ends hold a few MiB at most; the bound is far above.
@@ -815,6 +814,9 @@ def user_timeout(milliseconds: int = 500) -> UserTimeout:
             lambda: _timer(sender_end),
             lambda t: t == "zero_window_probe",
         )
+        # Set only now: set earlier, a slow machine could see the connection time
+        # out before it had read the probe timer in /proc.
+        sender.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
         code = _wait_for(
             "the user timeout",
             lambda: sender.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR),
