@@ -357,7 +357,10 @@ def _read_tcp_tables(proc: str) -> list[Connection]:
     tcp6 = net / "tcp6"
     if tcp6.is_file():
         found += parse_tcp_table(tcp6.read_text(), str(tcp6))
-    return found
+    # The kernel hands the table out a page at a time and resumes each read by
+    # hash bucket and offset, so a socket created meanwhile can make a line come
+    # twice.  Keep the first of each (a Connection is a frozen record).
+    return list(dict.fromkeys(found))
 
 
 def connections(port: int | None = None, proc: str = "/proc") -> list[Connection]:
@@ -439,13 +442,17 @@ def state_of(local: tuple[Any, ...], remote: tuple[Any, ...], proc: str = "/proc
         ProcParseError: if a line is not in the kernel's format.
     """
     wanted = (_endpoint("local", local), _endpoint("remote", remote))
-    for conn in _read_tcp_tables(proc):
-        found = (
-            (_host_key(conn.local[0]), conn.local[1]),
-            (_host_key(conn.remote[0]), conn.remote[1]),
-        )
-        if found == wanted:
-            return conn.state
+    # Twice at most: for the same paging reason as above, a line can also be
+    # skipped by one read while other sockets come and go, so "not listed" is
+    # believed only when a second read agrees.
+    for _ in range(2):
+        for conn in _read_tcp_tables(proc):
+            found = (
+                (_host_key(conn.local[0]), conn.local[1]),
+                (_host_key(conn.remote[0]), conn.remote[1]),
+            )
+            if found == wanted:
+                return conn.state
     return None
 
 
