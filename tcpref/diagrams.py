@@ -122,6 +122,9 @@ def sequence_diagram(run: Run, *, title: str = "", relative: bool = True) -> str
         f'<line x1="{right}" y1="34" x2="{right}" y2="{height - 10:.0f}" stroke-width="1.5"/>',
     ]
     states: dict[str, State | None] = {"client": None, "server": None}
+    # One state label per side and height: when a side changes state twice at
+    # one moment, the later state is the one worth reading.
+    state_labels: dict[tuple[str, float], str] = {}
     previous_time = None
     for index, entry in enumerate(trace):
         y0 = top + row_height * send_rows[index]
@@ -140,10 +143,12 @@ def sequence_diagram(run: Run, *, title: str = "", relative: bool = True) -> str
         for side, state in (("client", entry.client_state), ("server", entry.server_state)):
             if state is not None and state != states[side]:
                 states[side] = state
-                if side == "client":
-                    body.append(_text(left - 10, y1 + 14, state.name, "end", _STATE_STYLE))
-                else:
-                    body.append(_text(right + 10, y1 + 14, state.name, "start", _STATE_STYLE))
+                state_labels[side, y1] = state.name
+    for (side, y), name in state_labels.items():
+        if side == "client":
+            body.append(_text(left - 10, y + 14, name, "end", _STATE_STYLE))
+        else:
+            body.append(_text(right + 10, y + 14, name, "start", _STATE_STYLE))
     return _svg(width, height, title or "sequence diagram", body)
 
 

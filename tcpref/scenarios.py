@@ -144,7 +144,8 @@ def _zero_window() -> Run:
 
 
 def _stale_syn() -> Run:
-    # RFC 9293 Figure 9: an old SYN (seq 90) arrives before the new one (seq 100).
+    # RFC 9293 Figure 8 (Figure 9 in RFC 793): an old SYN (seq 90) arrives before
+    # the new one (seq 100).
     old = Segment(CLIENT_PORT, SERVER_PORT, seq=90, ack=0, flags=Flags.SYN, window=65535)
     return simulate(
         client(close_after=None),

@@ -1099,7 +1099,7 @@ class _Tcb:
             self.measure_rtt()
             self.apply(Event.RECV_SYN_ACK)
         else:
-            # Simultaneous open: our SYN crossed the peer's (RFC 9293 Figure 8).
+            # Simultaneous open: our SYN crossed the peer's (RFC 9293 Figure 7).
             self.apply(Event.RECV_SYN)
 
     def acceptable(self, segment: Segment) -> bool:
@@ -1124,7 +1124,7 @@ class _Tcb:
                 self.transmit(Flags.SYN | Flags.ACK, self.iss, note="retransmission")
                 self.restart_rtx_timer(self.rto)  # as Linux does (tcp_check_req)
             elif segment.ack == _add(self.iss, 1):
-                # Simultaneous open: the peer's SYN+ACK completes it (RFC 9293 Figure 8).
+                # Simultaneous open: the peer's SYN+ACK completes it (RFC 9293 Figure 7).
                 self.acknowledge(segment.ack)
                 self.measure_rtt()
                 self.snd_wnd = segment.window

@@ -169,7 +169,7 @@ TRANSITIONS: dict[State, dict[Event, Transition]] = {
     },
     S.SYN_SENT: {
         E.RECV_SYN_ACK: T(S.ESTABLISHED, "ACK"),
-        # Simultaneous open: the peer's SYN crossed ours (3.10.7.3, Figure 8).
+        # Simultaneous open: the peer's SYN crossed ours (3.10.7.3, Figure 7).
         E.RECV_SYN: T(S.SYN_RECEIVED, "SYN+ACK"),
         E.RECV_RST: T(S.CLOSED),
         E.CLOSE: T(S.CLOSED),
@@ -177,7 +177,7 @@ TRANSITIONS: dict[State, dict[Event, Transition]] = {
     },
     S.SYN_RECEIVED: {
         E.RECV_ACK_OF_SYN: T(S.ESTABLISHED),
-        # Simultaneous open: the peer's SYN+ACK completes it, nothing more is sent (Figure 8).
+        # Simultaneous open: the peer's SYN+ACK completes it, nothing more is sent (Figure 7).
         E.RECV_SYN_ACK: T(S.ESTABLISHED),
         # The one origin-dependent rule (3.10.7.4): back to LISTEN after a passive
         # open, to CLOSED after an active one.
