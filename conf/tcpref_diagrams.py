@@ -5,6 +5,10 @@ Two directives, both drawn by :mod:`tcpref.diagrams` from the code itself:
 * ``sequence-diagram``: its argument names a scenario of :mod:`tcpref.scenarios`;
   the simulator runs it and the trace becomes a sequence diagram.  The option
   ``:absolute:`` labels absolute sequence numbers instead of relative ones.
+* ``captured-sequence-diagram``: its argument names a live exchange
+  (``handshake-and-teardown``) that the build runs on loopback while capturing
+  it.  That needs Linux and CAP_NET_RAW; a build without them shows, in place of
+  the diagram, one sentence saying so.
 * ``state-diagram``: the state table.  ``:events: main`` (the default) leaves out
   resets and retransmission limits, ``:events: failures`` draws only those, and
   ``:events: all`` draws everything.
@@ -15,6 +19,10 @@ builders (doctest, linkcheck) get nothing: the diagrams hold no examples.
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+import threading
 from typing import Any, ClassVar
 
 from docutils import nodes
@@ -22,7 +30,7 @@ from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from tcpref.diagrams import sequence_diagram, state_diagram
+from tcpref.diagrams import capture_diagram, sequence_diagram, state_diagram
 from tcpref.scenarios import SCENARIOS, run_scenario
 from tcpref.states import Event
 
@@ -63,6 +71,70 @@ class SequenceDiagram(SphinxDirective):
         return _figure(svg, caption, f"diagram-{name}")
 
 
+def _handshake_and_teardown() -> tuple[tuple[str, int], tuple[str, int]]:
+    """One loopback connection: connect, close; the server closes 0.3 s after EOF."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(5)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                while connection.recv(4096):
+                    pass
+                threading.Event().wait(0.3)
+
+        server = threading.Thread(target=serve)
+        server.start()
+        with socket.create_connection(listener.getsockname(), timeout=5) as client:
+            addresses = (client.getsockname(), listener.getsockname())
+        server.join(10)
+    return addresses
+
+
+_LIVE_EXCHANGES = {"handshake-and-teardown": (_handshake_and_teardown, 7)}
+
+
+class CapturedSequenceDiagram(SphinxDirective):
+    """``captured-sequence-diagram``: capture a live exchange and draw it."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        """Run and capture the exchange, or say why it cannot be captured here.
+
+        Raises:
+            ExtensionError: (as a directive error) if there is no such exchange.
+        """
+        name = self.arguments[0]
+        if name not in _LIVE_EXCHANGES:
+            raise self.error(f"no live exchange {name!r}; there are {sorted(_LIVE_EXCHANGES)}")
+        if not sys.platform.startswith("linux") or os.geteuid() != 0:
+            reason = (
+                "This build could not draw the captured version of this exchange: "
+                "capturing on loopback needs Linux and the CAP_NET_RAW capability "
+                "(build the site as root to see it)."
+            )
+            return [nodes.note("", nodes.paragraph("", reason))]
+        from tcpref.capture import capture_exchange
+
+        script, count = _LIVE_EXCHANGES[name]
+        exchange = capture_exchange(script, count=count, timeout=3.0)
+        svg = capture_diagram(
+            exchange.entries,
+            exchange.client_isn,
+            exchange.server_isn,
+            title=f"{name}, captured on loopback",
+        )
+        caption = (
+            f"The same exchange on the live kernel, captured on loopback while this "
+            f"site was built ({len(exchange.entries)} segments)."
+        )
+        return _figure(svg, caption, f"captured-{name}")
+
+
 class StateDiagram(SphinxDirective):
     """``state-diagram``: draw the state table."""
 
@@ -87,4 +159,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     """Register the two directives."""
     app.add_directive("sequence-diagram", SequenceDiagram)
     app.add_directive("state-diagram", StateDiagram)
+    app.add_directive("captured-sequence-diagram", CapturedSequenceDiagram)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

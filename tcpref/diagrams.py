@@ -27,7 +27,7 @@ from tcpref.sim import Run
 from tcpref.states import TRANSITIONS, Event, State
 from tcpref.trace import TraceEntry
 
-__all__ = ["sequence_diagram", "state_diagram"]
+__all__ = ["capture_diagram", "sequence_diagram", "state_diagram"]
 
 _FONT = "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
 _CHAR_WIDTH = 7.2  # an estimate for 12 px monospace text
@@ -153,6 +153,37 @@ def sequence_diagram(run: Run, *, title: str = "", relative: bool = True) -> str
 
 
 _STATE_STYLE = ' font-weight="bold" font-size="11" opacity="0.85"'
+
+
+def capture_diagram(
+    entries: Sequence[TraceEntry],
+    client_isn: int | None,
+    server_isn: int | None,
+    *,
+    title: str = "",
+) -> str:
+    """Draw captured segments (:func:`tcpref.capture.capture_exchange`'s) the same way.
+
+    A capture knows no states and sees each segment once, so every arrow simply
+    runs down to the next row.  Numbers are relative when both ISNs are known.
+
+    Raises:
+        TypeError: if an entry is not a :class:`tcpref.trace.TraceEntry`.
+    """
+    for entry in entries:
+        if not isinstance(entry, TraceEntry):
+            raise TypeError(f"entries must hold TraceEntry records, not {entry!r}")
+    known = client_isn is not None and server_isn is not None
+    captured = Run(
+        trace=tuple(entries),
+        client_isn=client_isn or 0,
+        server_isn=server_isn or 0,
+        received={},
+        errors={},
+        final_states={},
+        ended_at=max((entry.time for entry in entries), default=0.0),
+    )
+    return sequence_diagram(captured, title=title or "captured segments", relative=known)
 
 
 def _label(entry: TraceEntry, run: Run, relative: bool) -> str:
