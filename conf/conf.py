@@ -73,7 +73,8 @@ always_document_param_types = False
 # -- HTML ----------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"tcpref {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]  # conf/_static
+html_css_files = ["tcpref.css"]
 
 # Copying an example yields runnable code: prompts and output lines are dropped.
 copybutton_prompt_text = r">>> |\.\.\.(?: |$)|\$ "

@@ -4,7 +4,7 @@ sphinx-copybutton strips prompts and output lines in the browser, with the funct
 ``formatCopyText`` in its ``copybutton_funcs.js``.  ``format_copy_text`` below is a
 line-by-line port of that function, fed with the site's real settings from
 conf/conf.py, so this test sees exactly the text a reader's clipboard would get.
-(The real browser check comes with the browser tests.)
+(tests/test_browser.py clicks the real button in Chromium.)
 """
 
 from __future__ import annotations
