@@ -52,8 +52,10 @@ def render(record: dict[str, Any]) -> str:
             parts.append(f'<text x="{value_x:.1f}" y="{y + 12}" class="value">{value:,.0f}</text>')
             y += BAR + GAP
         y += 12
-    height = y + 24
-    caption = f"Measured on {record['machine']}; best of {record.get('rounds', 1)} rounds."
+    captions = [f"Measured on {record['machine']}; best of {record.get('rounds', 1)} rounds."]
+    if "cpus" in record:  # recorded since the benchmark pins the load and the servers
+        captions.append(f"CPUs: {record['cpus']}.")
+    height = y + 8 + 16 * len(captions)
     return "\n".join(
         [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -64,7 +66,11 @@ def render(record: dict[str, Any]) -> str:
             f'<rect width="{width}" height="{height}" rx="8" fill="#ffffff" stroke="#cbd5e0"/>',
             '<text x="10" y="24" class="title">Echo servers on loopback (higher is better)</text>',
             *parts,
-            f'<text x="10" y="{height - 10}">{escape(caption)}</text>',
+            *(
+                f'<text x="10" y="{height - 10 - 16 * (len(captions) - 1 - number)}">'
+                f"{escape(caption)}</text>"
+                for number, caption in enumerate(captions)
+            ),
             "</svg>",
             "",
         ]

@@ -8,6 +8,7 @@ docs/concepts/choosing-a-model.md was drawn from the committed results.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -57,3 +58,50 @@ def test_bench_ratios_compare_each_model_with_its_counterpart() -> None:
         "tcpref thread": {"connections/s": 0.5},
         "tcpref select": {"connections/s": 1.0},
     }
+
+
+def test_bench_measures_each_pair_side_by_side_in_alternating_order() -> None:
+    orders = bench_servers.measuring_order(4)
+    pairs = [(name, other) for name, (_, other) in bench_servers.SERVERS.items() if other]
+    for order in orders:
+        assert sorted(order) == sorted(bench_servers.SERVERS)
+        for name, other in pairs:
+            assert abs(order.index(name) - order.index(other)) == 1
+    for name, other in pairs:  # each side goes first in half of the rounds
+        firsts = [order.index(name) < order.index(other) for order in orders]
+        assert firsts == [True, False, True, False]
+
+
+def test_bench_pins_the_load_and_the_servers_to_different_cpus() -> None:
+    assert bench_servers.cpu_plan({2, 5, 7}) == ({2}, {5})
+    assert bench_servers.cpu_plan({3}) is None
+    assert bench_servers.describe_plan(({0}, {1})) == (
+        "load generator pinned to CPU 0, servers to CPU 1"
+    )
+    assert bench_servers.describe_plan(None).startswith("not pinned")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_bench_server_runs_on_the_cpus_it_is_given() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    with bench_servers.server("raw blocking loop", {cpu}) as (proc, _):
+        assert os.sched_getaffinity(proc.pid) == {cpu}
+
+
+def test_bench_round_ratios_are_the_median_of_each_rounds_ratio() -> None:
+    def one_round(ours: float, theirs: float) -> dict[str, dict[str, float]]:
+        return {
+            "tcpref fork": {"connections/s": ours},
+            "socketserver forking": {"connections/s": theirs},
+        }
+
+    rounds = [one_round(90, 100), one_round(300, 200), one_round(110, 100)]
+    assert bench_servers.round_ratios(rounds) == {"tcpref fork": {"connections/s": 1.1}}
+
+
+def test_bench_chart_names_the_cpus_once_they_are_recorded() -> None:
+    record = json.loads(bench_servers.RESULTS.read_text(encoding="utf-8"))
+    record.pop("cpus", None)
+    assert "CPUs:" not in chart.render(record)
+    record["cpus"] = "load generator pinned to CPU 0, servers to CPU 1"
+    assert "CPUs: load generator pinned to CPU 0, servers to CPU 1." in chart.render(record)

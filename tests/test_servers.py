@@ -7,7 +7,9 @@ fails any test that leaves a descriptor, thread or child process behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import signal
 import socket
 import struct
 import sys
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tcpref.errors import SocketCallError
 from tcpref.servers import (
     MODELS,
     BaseServer,
@@ -29,6 +32,7 @@ from tcpref.servers import (
     Upper,
     running,
 )
+from tcpref.servers.base import set_idle_timeout
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the servers are tested on Linux"
@@ -97,6 +101,9 @@ def is_refused(address: tuple[str, int]) -> bool:
     try:
         connect(address).close()
     except ConnectionRefusedError:
+        return True
+    except ConnectionResetError:
+        # The handshake was under way when the listener shut down: refused too.
         return True
     return False
 
@@ -274,6 +281,82 @@ def test_server_connection_cap_makes_excess_clients_wait_in_the_backlog(model: s
                 assert third.recv(7, socket.MSG_WAITALL) == b"waiting"
 
 
+def kernel_timeout(sock: socket.socket, option: int) -> float:
+    whole, micro = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
+    return float(whole + micro / 1_000_000)
+
+
+def test_server_connections_inherit_the_listeners_idle_timeout() -> None:
+    # What the blocking servers rely on, so as to set the options once, not per
+    # connection: Linux copies a listener's SO_RCVTIMEO and SO_SNDTIMEO to every
+    # connection it accepts.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        set_idle_timeout(listener, 2.5)
+        with connect(listener.getsockname()), listener.accept()[0] as conn:
+            assert kernel_timeout(conn, socket.SO_RCVTIMEO) == pytest.approx(2.5, abs=0.01)
+            assert kernel_timeout(conn, socket.SO_SNDTIMEO) == pytest.approx(2.5, abs=0.01)
+
+
+def test_thread_server_connection_has_the_idle_timeout() -> None:
+    server = ThreadServer(idle_timeout=7.0, grace=1.0)
+    with running(server) as address, connect(address) as sock:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+        (conn,) = server._workers.values()
+        assert kernel_timeout(conn, socket.SO_RCVTIMEO) == pytest.approx(7.0, abs=0.01)
+        assert kernel_timeout(conn, socket.SO_SNDTIMEO) == pytest.approx(7.0, abs=0.01)
+        assert conn.gettimeout() is None  # blocking calls: the kernel times them out
+
+
+class ScriptedListener:
+    """Stands in for a listening socket whose accept() fails as told, then succeeds."""
+
+    def __init__(self, real: socket.socket, failures: list[OSError]) -> None:
+        self.real, self.failures = real, failures
+
+    def gettimeout(self) -> float | None:
+        return self.real.gettimeout()
+
+    def settimeout(self, value: float | None) -> None:
+        self.real.settimeout(value)
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failures:
+            raise self.failures.pop()
+        return self.real.accept()
+
+
+def test_server_accept_skips_any_number_of_aborted_connections() -> None:
+    server = ThreadServer(grace=1.0)
+    real = server.listener
+    try:
+        aborted: list[OSError] = [
+            ConnectionAbortedError(errno.ECONNABORTED, "aborted") for _ in range(150)
+        ]
+        server.listener = ScriptedListener(real, aborted)  # type: ignore[assignment]
+        assert [server._accept() for _ in range(150)] == [None] * 150
+        with connect(server.address):
+            accepted = server._accept()
+            assert accepted is not None
+            accepted[0].close()
+    finally:
+        server.listener = real
+        server.stop()
+
+
+def test_server_accept_failure_names_the_call_and_address() -> None:
+    server = ThreadServer(grace=1.0)
+    real = server.listener
+    try:
+        failure = [OSError(errno.EINVAL, "Invalid argument")]
+        server.listener = ScriptedListener(real, failure)  # type: ignore[assignment]
+        with pytest.raises(SocketCallError, match=r"accept\(127\.0\.0\.1:\d+\): \[Errno 22\]"):
+            server._accept()
+    finally:
+        server.listener = real
+        server.stop()
+
+
 # -- stopping ---------------------------------------------------------------------------------
 
 
@@ -424,6 +507,84 @@ def test_fork_server_leaves_a_foreign_child_waitable() -> None:
     assert failures == []
     assert pid == foreign
     assert os.waitstatus_to_exitcode(status) == 7
+
+
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0]
+
+
+def test_fork_server_reaps_a_child_that_exits_before_its_pid_is_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only the SIGCHLD handler reaps while serving in the main thread.  Here the
+    # child's SIGCHLD is handled inside fork(), before the server has recorded the
+    # pid; no later SIGCHLD comes, and the child must be collected all the same.
+    real_fork = os.fork
+    delayed: list[int] = []
+
+    def fork_that_returns_late() -> int:
+        pid = real_fork()
+        if pid:  # the parent: let the child exit, and its SIGCHLD be handled, first
+            delayed.append(pid)
+            wait_until(lambda: process_state(pid) == "Z", timeout=5)
+            time.sleep(0.05)  # the handler runs during the sleep
+        return pid
+
+    server = ForkServer(grace=1.0)
+    monkeypatch.setattr(os, "fork", fork_that_returns_late)
+    reaped: list[bool] = []
+
+    def work(address: tuple[str, int]) -> None:
+        connect(address).close()  # the child reads end of stream and exits at once
+        assert wait_until(lambda: len(delayed) == 1)
+        reaped.append(wait_until(lambda: not server.children and not zombie_children(), 2.0))
+
+    failures = run_fork_server_in_main_thread(server, work)
+    assert failures == []
+    assert reaped == [True]
+
+
+def signal_masks(pid: int) -> dict[str, int]:
+    """The SigBlk, SigIgn and SigCgt masks of a process, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if line.startswith("Sig"))
+    return {name: int(fields[name], 16) for name in ("SigBlk", "SigIgn", "SigCgt")}
+
+
+def has(mask: int, sig: int) -> bool:
+    return bool(mask & (1 << (sig - 1)))
+
+
+def test_fork_server_child_takes_its_own_signal_dispositions() -> None:
+    # As under `python -m tcpref serve`: the parent handles SIGTERM and SIGINT.
+    server = ForkServer(grace=1.0)
+    seen: list[dict[str, int]] = []
+
+    def work(address: tuple[str, int]) -> None:
+        with connect(address) as sock:
+            sock.sendall(b"x")
+            assert sock.recv(1) == b"x"
+            (child,) = server.children
+            seen.append(signal_masks(child))
+            seen.append(signal_masks(os.getpid()))
+
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        failures = run_fork_server_in_main_thread(server, work)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert failures == []
+    child, parent = seen
+    assert has(parent["SigCgt"], signal.SIGTERM)
+    assert has(parent["SigCgt"], signal.SIGCHLD)
+    # SIGTERM ends the child, Ctrl-C's SIGINT leaves it alone, SIGCHLD is not its business.
+    assert not has(child["SigCgt"], signal.SIGTERM)
+    assert not has(child["SigIgn"], signal.SIGTERM)
+    assert has(child["SigIgn"], signal.SIGINT)
+    assert not has(child["SigCgt"], signal.SIGCHLD)
+    assert not any(has(child["SigBlk"], sig) for sig in (signal.SIGTERM, signal.SIGCHLD))
 
 
 def test_fork_server_child_closes_the_listening_socket() -> None:

@@ -33,10 +33,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from tcpref import wrap
-from tcpref.errors import format_address
+from tcpref.errors import format_address, translate
 from tcpref.servers.handlers import Echo, Handler
 
-__all__ = ["BaseServer", "HandlerFactory", "running", "serve_connection"]
+__all__ = ["BaseServer", "HandlerFactory", "running", "serve_connection", "set_idle_timeout"]
 
 #: Makes a new handler for each connection, for example a handler class.
 HandlerFactory = Callable[[], Handler]
@@ -44,6 +44,9 @@ HandlerFactory = Callable[[], Handler]
 # accept() errors that mean "this process or system is short of a resource right
 # now": wait, then try again.  Anything else is a bug or a dead listener.
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# accept() errors for a client that reset its connection while it waited in the
+# queue (BSD reports it; Linux hands such a connection over, and recv fails instead).
+_ABORTED_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO})
 _FIRST_BACKOFF = 0.005
 _MAX_BACKOFF = 1.0
 
@@ -199,16 +202,19 @@ class BaseServer:
         Running out of descriptors backs off instead of failing, and any accept
         failure after :meth:`stop` just ends the wait.
         """
-        self.listener.settimeout(self.poll_interval)
+        if self.listener.gettimeout() != self.poll_interval:
+            self.listener.settimeout(self.poll_interval)  # once: each call costs a system call
         try:
-            conn, peer = wrap.accept(self.listener)
+            # The socket method rather than wrap.accept: this runs once per connection,
+            # and a server should skip any number of aborted connections, not 100.
+            conn, peer = self.listener.accept()
         except TimeoutError:
             return None
         except OSError as exc:
-            if self.stopping:
-                return None  # the listener was shut down under us
+            if self.stopping or exc.errno in _ABORTED_ERRNOS:
+                return None  # the listener was shut down under us, or the client left
             if exc.errno not in _RESOURCE_ERRNOS:
-                raise
+                raise translate(exc, call="accept", address=self.address) from exc
             self._back_off(exc)
             return None
         self._backoff = 0.0
@@ -231,6 +237,8 @@ def serve_connection(
     idle_timeout: float,
     log: logging.Logger,
     peer: object = None,
+    *,
+    has_idle_timeout: bool = False,
 ) -> None:
     """Serve one connection with blocking calls, then close it.
 
@@ -247,46 +255,70 @@ def serve_connection(
     ``BlockingIOError``.  Bytes that get no reply (a request in progress) must be
     answered within ``idle_timeout`` of the first of them, so a client that trickles
     a request that never completes is closed too.
+
+    The fork and thread servers set those options once, on their listener, with
+    :func:`set_idle_timeout`: Linux, like the BSDs, copies a listener's socket
+    options to every connection it accepts.  They pass ``has_idle_timeout=True``,
+    and this function skips the two system calls that would set them again.
     """
-    where = format_address(peer) if peer is not None else "?"
     try:
         with conn:
-            conn.settimeout(None)
-            _set_kernel_timeout(conn, socket.SO_SNDTIMEO, idle_timeout)
-            _set_kernel_timeout(conn, socket.SO_RCVTIMEO, idle_timeout)
+            if conn.gettimeout() is not None:
+                conn.settimeout(None)  # blocking calls, with the kernel's timeouts
+            if not has_idle_timeout:
+                set_idle_timeout(conn, idle_timeout)
             handler = make_handler()
             # When the handler has taken bytes without answering yet (a request in
             # progress), the request must complete within idle_timeout of its
             # first byte.  Silence is the kernel's business (SO_RCVTIMEO), so the
             # usual path, a reply to every read, never looks at a clock.
             request_started: float | None = None
-            # Ends: each pass reads data, or stops at end of stream, timeout or error.
-            while True:
-                data = conn.recv(READ_SIZE)
-                reply = handler.received(data) if data else handler.eof()
+            # Ends: each pass reads data; end of stream, a timeout or an error stops it.
+            while data := conn.recv(READ_SIZE):
+                reply = handler.received(data)
                 if reply:
                     conn.sendall(reply)
                     if request_started is not None:
                         request_started = None
                         _set_kernel_timeout(conn, socket.SO_RCVTIMEO, idle_timeout)
-                elif data:
-                    now = time.monotonic()
-                    request_started = request_started or now
-                    remaining = request_started + idle_timeout - now
-                    if remaining <= 0:
-                        log.info(
-                            "%s: request incomplete after %.1f s, closing", where, idle_timeout
-                        )
-                        return
-                    _set_kernel_timeout(conn, socket.SO_RCVTIMEO, remaining)
-                if not data:
+                    continue
+                now = time.monotonic()
+                request_started = request_started or now
+                remaining = request_started + idle_timeout - now
+                if remaining <= 0:
+                    log.info(
+                        "%s: request incomplete after %.1f s, closing", _where(peer), idle_timeout
+                    )
                     return
+                _set_kernel_timeout(conn, socket.SO_RCVTIMEO, remaining)
+            last_words = handler.eof()  # the peer has closed its side
+            if last_words:
+                conn.sendall(last_words)
     except BlockingIOError:
-        log.info("%s: idle for %.1f s, closing", where, idle_timeout)
+        log.info("%s: idle for %.1f s, closing", _where(peer), idle_timeout)
     except (ConnectionResetError, BrokenPipeError) as exc:
-        log.info("%s: %s", where, exc.strerror)
+        log.info("%s: %s", _where(peer), exc.strerror)
     except Exception:
-        log.exception("%s: handler failed; closing this connection", where)
+        log.exception("%s: handler failed; closing this connection", _where(peer))
+
+
+def _where(peer: object) -> str:
+    """The peer's address for a log line; formatted only when a line is written."""
+    return format_address(peer) if peer is not None else "?"
+
+
+def set_idle_timeout(sock: socket.socket, seconds: float) -> None:
+    """Make blocking reads and writes on ``sock`` fail with EAGAIN after ``seconds``.
+
+    Sets the kernel's ``SO_RCVTIMEO`` and ``SO_SNDTIMEO``.  Set on a listening
+    socket, they are inherited by every connection it accepts (on Linux and the
+    BSDs, which copy a listener's socket options to its connections).
+
+    Raises:
+        OSError: if the kernel refuses the options.
+    """
+    _set_kernel_timeout(sock, socket.SO_SNDTIMEO, seconds)
+    _set_kernel_timeout(sock, socket.SO_RCVTIMEO, seconds)
 
 
 def _set_kernel_timeout(conn: socket.socket, option: int, seconds: float) -> float:

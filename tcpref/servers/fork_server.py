@@ -13,6 +13,12 @@ several exits, because pending signals of one kind are merged, so the handler
 loops until no exited child is left.  It waits only for the pids this server
 created, not ``waitpid(-1)``, so that a child forked by other code in the same
 process stays waitable by its owner.
+
+A fork costs far more than anything else a connection needs, and much of that cost
+comes after the fork: the two processes share their memory pages until one of them
+writes to a page, which the kernel then copies.  So the child does as little as it
+can before it serves, and the parent's accept loop does as little as it can between
+two forks.
 """
 
 from __future__ import annotations
@@ -23,11 +29,10 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from tcpref.servers.base import BaseServer, serve_connection
+from tcpref.servers.base import BaseServer, serve_connection, set_idle_timeout
 
 __all__ = ["ForkServer"]
 
@@ -35,10 +40,11 @@ __all__ = ["ForkServer"]
 class ForkServer(BaseServer):
     """Serve each connection in a child process.
 
-    The SIGCHLD handler can only be installed from the main thread; when the
-    server runs in another thread, its accept loop reaps on every pass instead
-    (it does so anyway, as a safety net for a child that exits before its pid is
-    recorded).  See :class:`~tcpref.servers.base.BaseServer` for the arguments.
+    Serving in the main thread, it reaps its children in a SIGCHLD handler.  Python
+    runs signal handlers only in the main thread, so serving in any other thread it
+    reaps on every pass of its accept loop instead, at least every
+    ``poll_interval`` seconds.  See :class:`~tcpref.servers.base.BaseServer` for the
+    arguments.
     """
 
     model = "fork"
@@ -47,6 +53,8 @@ class ForkServer(BaseServer):
         super().__init__(*args, **kwargs)
         self._children: set[int] = set()
         self._handler_installed = False
+        self._sigchld_count = 0  # SIGCHLDs handled so far: see _fork_child
+        self._max_fd = 0  # see _serve
 
     @property
     def children(self) -> frozenset[int]:
@@ -54,10 +62,17 @@ class ForkServer(BaseServer):
         return frozenset(self._children)
 
     def _serve(self) -> None:
+        # Found once here rather than in every child (it is one more system call):
+        # each child closes every descriptor it inherited below this bound.
+        self._max_fd = os.sysconf("SC_OPEN_MAX")
+        # The children serve with blocking calls; the connections they get inherit
+        # the idle timeout from the listener (see serve_connection).
+        set_idle_timeout(self.listener, self.idle_timeout)
         previous = self._install_sigchld_handler()
         try:
             while not self.stopping:
-                self.reap()
+                if not self._handler_installed:
+                    self.reap()  # no handler in this thread: the loop collects instead
                 if len(self._children) >= self.max_connections:
                     self._stop_requested.wait(self.poll_interval)
                     continue
@@ -72,10 +87,12 @@ class ForkServer(BaseServer):
     def _install_sigchld_handler(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return None
+        previous = signal.signal(signal.SIGCHLD, self._on_sigchld)
         self._handler_installed = True
-        return signal.signal(signal.SIGCHLD, self._on_sigchld)
+        return previous
 
     def _on_sigchld(self, signum: int, frame: FrameType | None) -> None:
+        self._sigchld_count += 1
         self.reap()
 
     def reap(self) -> None:
@@ -90,12 +107,17 @@ class ForkServer(BaseServer):
                 self._children.discard(pid)
 
     def _fork_child(self, conn: socket.socket, peer: Any) -> None:
+        # A child can exit before the parent has recorded its pid.  If the SIGCHLD
+        # handler runs in between, it does not look for that pid, and the child would
+        # stay a zombie until the next SIGCHLD.  Stevens blocks SIGCHLD around fork for
+        # that; two system calls per connection.  Since Python runs handlers in this
+        # very thread, noticing that one ran is enough: then reap once more.
+        handled = self._sigchld_count
         try:
-            with self._sigchld_blocked():
-                pid = os.fork()
-                if pid == 0:
-                    self._run_child(conn, peer)  # never returns
-                self._children.add(pid)
+            pid = os.fork()
+            if pid == 0:
+                self._run_child(conn, peer)  # never returns
+            self._children.add(pid)
         except OSError as exc:
             # EAGAIN (RLIMIT_NPROC, pid_max) or ENOMEM: this client is dropped, and
             # the server waits a little before it accepts the next one.
@@ -103,51 +125,33 @@ class ForkServer(BaseServer):
             self._back_off(exc)
         finally:
             conn.close()  # the child has its own copy
-
-    @contextlib.contextmanager
-    def _sigchld_blocked(self) -> Iterator[None]:
-        """Hold SIGCHLD back while forking and recording the new pid.
-
-        Two reasons, both from Stevens: a SIGCHLD that arrives during fork() makes
-        the kernel restart the whole fork, and a child that exits at once must not
-        be reaped before its pid is in our set.  The held signal is delivered, and
-        the handler runs, as soon as the mask is restored.
-        """
-        if not self._handler_installed:
-            yield
-            return
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if self._sigchld_count != handled:
+            self.reap()
 
     def _run_child(self, conn: socket.socket, peer: Any) -> None:
         code = 1
         try:
-            # The parent's handlers are not the child's business: Ctrl-C goes to the
-            # whole process group, and only the parent should decide to stop.
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # The parent's handlers are not the child's business.  SIGTERM, which the
+            # parent sends when the grace period ends, must end the child; Ctrl-C
+            # sends SIGINT to the whole process group, and only the parent should
+            # decide to stop; the parent's SIGCHLD handler has nothing to do here.
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # blocked by the parent
-            self._close_inherited_descriptors(keep=conn.fileno())
-            serve_connection(conn, self.handler_factory, self.idle_timeout, self.log, peer)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # Close every descriptor but stdio and our connection: the listener first
+            # of all.  A server alone in its process would only need to close the
+            # listener; this one may share its process with other code (tests, the
+            # docs' examples), and a child holding a copy of, say, a client's socket
+            # would stop that client's close() from ever sending FIN.
+            keep = conn.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, self._max_fd)
+            serve_connection(
+                conn, self.handler_factory, self.idle_timeout, self.log, peer, has_idle_timeout=True
+            )
             code = 0
         finally:
             os._exit(code)  # never return into the parent's code, nor run its cleanups
-
-    @staticmethod
-    def _close_inherited_descriptors(keep: int) -> None:
-        """Close every descriptor but stdio and ``keep``: the listener first of all.
-
-        A server alone in its process would only need to close the listener.  This
-        one may share its process with other code (tests, the docs' examples), and a
-        child holding a copy of, say, a client's socket would stop that client's
-        close() from ever sending FIN.
-        """
-        os.closerange(3, keep)
-        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
 
     def _finish_children(self) -> None:
         """Give children ``grace`` seconds, then SIGTERM, then SIGKILL; reap them all."""

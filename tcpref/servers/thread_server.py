@@ -15,7 +15,7 @@ import socket
 import threading
 from typing import Any
 
-from tcpref.servers.base import BaseServer, serve_connection
+from tcpref.servers.base import BaseServer, serve_connection, set_idle_timeout
 
 __all__ = ["ThreadServer"]
 
@@ -35,6 +35,9 @@ class ThreadServer(BaseServer):
         self._changed = threading.Condition()
 
     def _serve(self) -> None:
+        # The workers serve with blocking calls; the connections they get inherit
+        # the idle timeout from the listener (see serve_connection).
+        set_idle_timeout(self.listener, self.idle_timeout)
         while not self.stopping:
             if not self._wait_for_free_slot():
                 continue
@@ -45,6 +48,8 @@ class ThreadServer(BaseServer):
 
     def _wait_for_free_slot(self) -> bool:
         """Wait (a short while) until fewer than max_connections are served."""
+        if len(self._workers) < self.max_connections:
+            return not self.stopping  # the usual case: no need to take the lock
         with self._changed:
             return (
                 self._changed.wait_for(
@@ -70,7 +75,9 @@ class ThreadServer(BaseServer):
 
     def _work(self, conn: socket.socket, peer: Any) -> None:
         try:
-            serve_connection(conn, self.handler_factory, self.idle_timeout, self.log, peer)
+            serve_connection(
+                conn, self.handler_factory, self.idle_timeout, self.log, peer, has_idle_timeout=True
+            )
         finally:
             with self._changed:
                 del self._workers[threading.current_thread()]
