@@ -20,9 +20,7 @@ builders (doctest, linkcheck) get nothing: the diagrams hold no examples.
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import threading
 from typing import Any, ClassVar
 
 from docutils import nodes
@@ -30,6 +28,7 @@ from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
+from tcpref.demos.exchanges import handshake_and_teardown
 from tcpref.diagrams import capture_diagram, sequence_diagram, state_diagram
 from tcpref.scenarios import SCENARIOS, run_scenario
 from tcpref.states import Event
@@ -71,30 +70,7 @@ class SequenceDiagram(SphinxDirective):
         return _figure(svg, caption, f"diagram-{name}")
 
 
-def _handshake_and_teardown() -> tuple[tuple[str, int], tuple[str, int]]:
-    """One loopback connection: connect, close; the server closes 0.3 s after EOF."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        listener.settimeout(5)
-
-        def serve() -> None:
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(5)
-                while connection.recv(4096):
-                    pass
-                threading.Event().wait(0.3)
-
-        server = threading.Thread(target=serve)
-        server.start()
-        with socket.create_connection(listener.getsockname(), timeout=5) as client:
-            addresses = (client.getsockname(), listener.getsockname())
-        server.join(10)
-    return addresses
-
-
-_LIVE_EXCHANGES = {"handshake-and-teardown": (_handshake_and_teardown, 7)}
+_LIVE_EXCHANGES = {"handshake-and-teardown": (handshake_and_teardown, 7)}
 
 
 class CapturedSequenceDiagram(SphinxDirective):

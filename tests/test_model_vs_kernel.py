@@ -21,13 +21,12 @@ What "agree" means:
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import threading
 from collections.abc import Callable
 
 import pytest
 
+from tcpref.demos.exchanges import half_close, handshake_and_teardown
 from tcpref.scenarios import run_scenario
 from tcpref.segment import Flags
 from tcpref.sim import Run
@@ -86,68 +85,17 @@ def _assert_agree(kernel: list[Row], model: list[Row]) -> None:
             assert covered, f"the model's {sender} never acknowledges {ack} at seq {seq}"
 
 
-def _serve_one(listener: socket.socket, reply: bytes, close_delay: float) -> threading.Thread:
-    """Accept one connection in a thread: read to end-of-file, reply, wait, close."""
-
-    def serve() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.settimeout(5)
-            while connection.recv(4096):
-                pass
-            if reply:
-                connection.sendall(reply)
-            done.wait(close_delay)
-
-    done = threading.Event()
-    thread = threading.Thread(target=serve)
-    thread.start()
-    return thread
-
-
-def _listener() -> socket.socket:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.settimeout(5)
-    return listener
-
-
 def test_model_agrees_with_kernel_on_handshake_and_teardown() -> None:
-    def script() -> tuple[tuple[str, int], tuple[str, int]]:
-        with _listener() as listener:
-            # The server closes 0.3 s after end-of-file, as the model's closes after
-            # 0.5 s: long enough for its ACK of the client's FIN to leave alone.
-            server = _serve_one(listener, b"", 0.3)
-            with socket.create_connection(listener.getsockname(), timeout=5) as client:
-                addresses = (client.getsockname(), listener.getsockname())
-            server.join(10)
-            assert not server.is_alive()
-        return addresses
-
-    kernel = _kernel_rows(script)
+    # The live server closes 0.3 s after end-of-file, the model's after 0.5 s: both
+    # long enough for the server's ACK of the client's FIN to leave on its own.
+    kernel = _kernel_rows(handshake_and_teardown)
     model = _model_rows(run_scenario("handshake-and-teardown"))
     assert len(model) == 7
     assert kernel == model  # here even the pure ACKs match, one for one
 
 
 def test_model_agrees_with_kernel_on_half_close() -> None:
-    def script() -> tuple[tuple[str, int], tuple[str, int]]:
-        with _listener() as listener:
-            server = _serve_one(listener, b"pong", 0.0)
-            with socket.create_connection(listener.getsockname(), timeout=5) as client:
-                addresses = (client.getsockname(), listener.getsockname())
-                client.sendall(b"ping")
-                client.shutdown(socket.SHUT_WR)
-                reply = b""
-                while chunk := client.recv(4096):
-                    reply += chunk
-                assert reply == b"pong"
-            server.join(10)
-            assert not server.is_alive()
-        return addresses
-
-    kernel = _kernel_rows(script)
+    kernel = _kernel_rows(half_close)
     model = _model_rows(run_scenario("half-close"))
     _assert_agree(kernel, model)
     sequenced = [row for row in kernel if _takes_sequence_space(row)]

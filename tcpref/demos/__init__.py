@@ -9,4 +9,6 @@ it returns (a TIME_WAIT entry left in the kernel is the kernel's, not a leak).
   ``accept`` or no ``listen``, and SYN retransmission.
 * :mod:`tcpref.demos.closing`: teardown, TIME_WAIT and CLOSE_WAIT.
 * :mod:`tcpref.demos.aborts`: half-close, resets, and crashes with keepalive.
+* :mod:`tcpref.demos.exchanges`: short scripted connections to capture, the live
+  twins of the simulator's scenarios.
 """
