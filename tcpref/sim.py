@@ -30,8 +30,8 @@ What is modelled, and where it comes from:
   a FIN the application sends at the same moment carries it, which is how a
   teardown shrinks to three segments.
 * **Retransmission** uses the limits of Linux's settings (:class:`Limits`): the
-  SYN's schedule of ``net/ipv4/tcp_timer.c`` (the same arithmetic as
-  :func:`tcpref.kernel.syn_retry_schedule`), ``tcp_synack_retries`` with a
+  SYN's schedule of ``net/ipv4/tcp_timer.c`` (computed by
+  :func:`tcpref.kernel.syn_retry_schedule`, pure arithmetic), ``tcp_synack_retries`` with a
   doubling timeout, ``tcp_orphan_retries`` for a connection whose application has
   closed it and ``tcp_retries2`` otherwise (counted in retransmissions, a
   simplification of the kernel's time-based rule), ``tcp_fin_timeout`` for an
@@ -59,6 +59,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from tcpref.kernel import syn_retry_schedule
 from tcpref.segment import Flags, MaxSegmentSize, Segment
 from tcpref.states import Event, State, StateMachine
 from tcpref.trace import Side, TraceEntry, format_trace
@@ -212,39 +213,19 @@ class Limits:
     def syn_schedule(self) -> tuple[tuple[float, ...], float]:
         """When an unanswered SYN is retransmitted, and when ``connect()`` gives up.
 
-        The rules of ``net/ipv4/tcp_timer.c``, as in
-        :func:`tcpref.kernel.syn_retry_schedule`: ``syn_linear_timeouts`` waits of
-        ``initial_rto``, then doubling waits up to ``max_rto``; at most
-        ``syn_retries + syn_linear_timeouts`` retransmissions, and no more once the
-        time that ``syn_retries`` doubling waits would take has passed.
+        This is :func:`tcpref.kernel.syn_retry_schedule`, the arithmetic of
+        ``net/ipv4/tcp_timer.c``, with these limits; the simulator follows it.
+
+        Returns:
+            The seconds of each retransmission after the first SYN, and of giving up.
         """
-        initial, most = _us(self.initial_rto, "initial_rto"), _us(self.max_rto, "max_rto")
-        times, give_up = _syn_schedule_us(self.syn_retries, self.syn_linear_timeouts, initial, most)
-        return tuple(t / _MICROSECONDS for t in times), give_up / _MICROSECONDS
-
-
-def _syn_give_up_us(syn_retries: int, initial: int, most: int) -> int:
-    doublings = (most // initial).bit_length() - 1
-    if syn_retries <= doublings:
-        return ((2 << syn_retries) - 1) * initial
-    return ((2 << doublings) - 1) * initial + (syn_retries - doublings) * most
-
-
-def _syn_schedule_us(
-    syn_retries: int, linear: int, initial: int, most: int
-) -> tuple[list[int], int]:
-    limit = _syn_give_up_us(syn_retries, initial, most)
-    sent: list[int] = []
-    now, rto = 0, initial
-    # Each pass is one timer expiry; it sends, or returns.  At most
-    # syn_retries + linear passes send.
-    while True:
-        now += rto
-        if len(sent) >= syn_retries + linear or (sent and now >= limit):
-            return sent, now
-        sent.append(now)
-        if len(sent) > linear:
-            rto = min(rto * 2, most)
+        schedule = syn_retry_schedule(
+            self.syn_retries,
+            self.syn_linear_timeouts,
+            initial_rto=self.initial_rto,
+            max_rto=self.max_rto,
+        )
+        return schedule.retransmissions, schedule.gives_up_at
 
 
 # -- the endpoints and the link ---------------------------------------------------------
@@ -924,13 +905,9 @@ class _Tcb:
         self.restart_rtx_timer(self.rto)
 
     def retransmit_syn(self, head: _Outstanding) -> None:
-        limits = self.limits
-        times, give_up = _syn_schedule_us(
-            limits.syn_retries,
-            limits.syn_linear_timeouts,
-            _us(limits.initial_rto, "initial_rto"),
-            _us(limits.max_rto, "max_rto"),
-        )
+        retransmissions, gives_up_at = self.limits.syn_schedule()
+        times = [_us(time, "retransmission") for time in retransmissions]
+        give_up = _us(gives_up_at, "gives_up_at")
         started = self.first_syn_at or 0
         if head.retransmissions >= len(times):
             self.give_up()
