@@ -363,6 +363,53 @@ _STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE"
 _EXCHANGE_BUFFER_BYTES = 16 * 1024 * 1024
 
 
+# Linux stamps arriving packets only while some socket in the system wants stamps,
+# and when the first one asks, the switch is thrown later, by a kernel worker
+# (netstamp_work in net/core/dev.c).  Until then a packet arrives unstamped and
+# recvmsg stamps it as it is *read*: an exchange read after it ended would look as
+# if every segment arrived at the end.  So a capture waits until stamping is on.
+_STAMPS_ON_TIMEOUT = 2.0
+
+
+def _wait_until_stamped_on_arrival(timeout: float) -> None:
+    """Wait until the kernel stamps packets as they arrive, at most ``timeout`` seconds.
+
+    The test is a datagram sent to ourselves on loopback: it is delivered before
+    ``sendto`` returns, so its stamp is no later than that moment if, and only
+    if, it was stamped on arrival rather than when read.
+
+    Raises:
+        SocketCallError: if stamping is still off after ``timeout`` seconds
+            (errno ``ETIMEDOUT``), or the probe's socket calls fail.
+    """
+    deadline = time.monotonic() + timeout
+    with checked("socket(AF_INET, SOCK_DGRAM)"):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with probe:
+        with checked("setsockopt(SO_TIMESTAMPNS)"):
+            probe.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        with checked("bind", ("127.0.0.1", 0)):
+            probe.bind(("127.0.0.1", 0))
+        probe.settimeout(timeout)
+        # Ends: each pass sends and reads one datagram; the deadline stops it.
+        while True:
+            with checked("sendto", probe.getsockname()):
+                probe.sendto(b"?", probe.getsockname())
+            returned_ns = time.time_ns()
+            with checked("recvmsg", probe.getsockname()):
+                _, ancillary, _, _ = probe.recvmsg(1, _STAMP_SPACE)
+            if _arrival_ns(ancillary) <= returned_ns:
+                return
+            if time.monotonic() >= deadline:
+                raise SocketCallError(
+                    errno.ETIMEDOUT,
+                    os.strerror(errno.ETIMEDOUT),
+                    call="setsockopt(SO_TIMESTAMPNS)",
+                    hint=f"the kernel did not start stamping packets within {timeout} s",
+                )
+            time.sleep(0.001)  # give the kernel's worker the processor
+
+
 @contextmanager
 def _capture_socket(
     interface: str, program: bytes | None, timeout: float
@@ -375,6 +422,7 @@ def _capture_socket(
         # Before any packet arrives, so that each one is stamped as it arrives.
         with checked("setsockopt(SO_TIMESTAMPNS)"):
             sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        _wait_until_stamped_on_arrival(_STAMPS_ON_TIMEOUT)
         with checked("bind", interface):
             sock.bind((interface, _ETH_P_IP))
         sock.settimeout(timeout)

@@ -798,6 +798,45 @@ def test_capture_exchange_times_are_the_kernels(server: socket.socket) -> None:
     assert exchange.entries[3].time - exchange.entries[2].time >= 0.29
 
 
+@privileged
+def test_capture_exchange_stamps_segments_on_arrival_after_stamping_was_off(
+    server: socket.socket,
+) -> None:
+    # Linux turns packet stamping off a moment after the last socket that wanted it
+    # closes, and back on a moment after the next one asks.  A capture that began in
+    # between once saw its handshake stamped when it was read, after the data.
+    def connect_at_once_then_pause() -> tuple[tuple[str, int], tuple[str, int]]:
+        with socket.create_connection(server.getsockname(), timeout=5) as client:
+            conn, _ = server.accept()
+            with conn:
+                time.sleep(0.05)
+                client.sendall(b"late")
+                assert conn.recv(10) == b"late"
+                address = client.getsockname()
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return address, server.getsockname()
+
+    gaps = []
+    for _ in range(10):
+        time.sleep(0.02)  # time for the kernel to turn stamping off again
+        exchange = capture_exchange(connect_at_once_then_pause, count=4, timeout=5)
+        gaps.append(exchange.entries[3].time - exchange.entries[2].time)
+    assert min(gaps) >= 0.045, gaps
+
+
+@privileged
+def test_capture_socket_gives_up_when_stamping_never_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(capture, "_arrival_ns", lambda ancillary: time.time_ns() + 10**9)
+    started = time.monotonic()
+    with pytest.raises(SocketCallError) as caught:
+        capture._wait_until_stamped_on_arrival(0.05)
+    assert caught.value.errno == errno.ETIMEDOUT
+    assert "did not start stamping packets within 0.05 s" in str(caught.value)
+    assert time.monotonic() - started < 2
+
+
 def flag_text(entry: TraceEntry) -> str:
     assert entry.segment is not None
     return entry.segment.describe().split()[0]
