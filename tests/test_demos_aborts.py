@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import pytest
 
+from tcpref import kernel
 from tcpref.demos import aborts
+from tcpref.kernel import Connection
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc/net/tcp and Linux socket options"
@@ -93,6 +96,25 @@ def test_reset_rejects_unknown_way() -> None:
 
 @linux_only
 def test_connect_refused_leaves_nothing_listed() -> None:
+    assert aborts.connect_refused() == aborts.Refused("ECONNREFUSED", ())
+
+
+@linux_only
+def test_connect_refused_ignores_an_earlier_connections_time_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CI once saw bind(0) hand out a port that an earlier connection's TIME_WAIT still
+    # named as its remote port.  Such a line is listed for the port, but is not ours.
+    real_connections = kernel.connections
+
+    def with_a_leftover(port: int) -> list[Connection]:
+        leftover = Connection(
+            socket.AF_INET, ("127.0.0.1", 45678), ("127.0.0.1", port), "TIME_WAIT",
+            0, 0, "time_wait", 100, 0, 0, 0, 0,
+        )  # fmt: skip
+        return [*real_connections(port), leftover]
+
+    monkeypatch.setattr(aborts, "connections", with_a_leftover)
     assert aborts.connect_refused() == aborts.Refused("ECONNREFUSED", ())
 
 

@@ -532,8 +532,11 @@ class Refused:
 
     Attributes:
         error: The errno symbol ``connect`` failed with (``'ECONNREFUSED'``).
-        listed_on_port: The states of the sockets on that port afterwards: the
-            client's socket is not listed, it never left CLOSED for long.
+        listed_on_port: The states of the attempt's sockets afterwards: those
+            whose local port is the refusing port or the client's.  The client's
+            socket is not listed: it never left CLOSED for long.  (An earlier
+            connection's TIME_WAIT can have the refusing port as its *remote*
+            port, from when some client used it; that is not this attempt's.)
     """
 
     error: str
@@ -552,6 +555,8 @@ def connect_refused() -> Refused:
         holder.bind((LOOPBACK, 0))
         port = holder.getsockname()[1]
         client = stack.enter_context(socket.socket())
+        client.bind((LOOPBACK, 0))  # its port now, so that its socket can be looked for
+        client_port = client.getsockname()[1]
         client.settimeout(_DEADLINE)
         try:
             client.connect((LOOPBACK, port))
@@ -559,7 +564,8 @@ def connect_refused() -> Refused:
             error = errno_symbol(exc.errno)
         else:
             raise ScenarioError(f"connect to {LOOPBACK}:{port} succeeded; nothing should listen")
-        listed = tuple(conn.state for conn in connections(port))
+        ours = (port, client_port)
+        listed = tuple(conn.state for conn in connections(port) if conn.local[1] in ours)
     return Refused(error, listed)
 
 
