@@ -463,9 +463,10 @@ class Reset:
         peer_send: After a reset, the first error a few ``send`` calls by the
             peer raised (``'EPIPE'``); ``None`` after an orderly close, where it
             is not tried.
-        left_on_port: The states of every socket left on the port once the peer
-            has closed too: a TIME_WAIT after an orderly close, nothing after a
-            reset.
+        left_on_port: The states of the connection's two ends left once the
+            peer has closed too: a TIME_WAIT after an orderly close, nothing
+            after a reset.  (Older, unrelated entries may share the port number;
+            they are not counted.)
     """
 
     how: str
@@ -518,9 +519,10 @@ def reset(how: str) -> Reset:
         # After a FIN exchange the closer's TIME_WAIT stays; wait until the
         # peer's LAST_ACK is gone.  After a reset nothing should stay.
         expected = ("TIME_WAIT",) if how == "orderly" else ()
+        ends = (server_end, client_end)
         left: tuple[str, ...] = _wait_for(
             f"the sockets on port {port} to be {expected}",
-            lambda: tuple(conn.state for conn in connections(port)),
+            lambda: tuple(c.state for c in connections(port) if (c.local, c.remote) in ends),
             lambda states: states == expected,
         )
     return Reset(how, before, after, peer_read, peer_send, left)
