@@ -59,6 +59,9 @@ SERVERS: dict[str, tuple[list[str], str | None]] = {
     "socketserver threading": ([str(HERE / "stdlib_servers.py"), "threading"], None),
     "asyncio streams": ([str(HERE / "stdlib_servers.py"), "asyncio"], None),
     "raw blocking loop": ([str(HERE / "stdlib_servers.py"), "raw"], None),
+    # For reference, no ratio: the standard library's forking server in a process
+    # that imports nothing else, to show what a bigger process costs every fork.
+    "socketserver fork, bare": ([str(HERE / "stdlib_servers.py"), "forking", "--bare"], None),
 }
 TCPREF_OPTIONS = ["--max-connections", "1000", "--idle-timeout", "60", "--grace", "1"]
 CLIENT_COUNTS = (1, 10, 100)
@@ -237,6 +240,8 @@ def measure_once(name: str, seconds: float, cpus: set[int] | None = None) -> dic
         for clients in CLIENT_COUNTS:
             if name == "raw blocking loop" and clients > 1:
                 continue  # it serves one client at a time: the others would wait
+            if name == "socketserver fork, bare":
+                break  # it is there for the cost of a fork: the connection rate
             row[f"round trips/s, {clients} clients"] = round_trips_per_second(
                 address, clients, seconds
             )

@@ -1,16 +1,23 @@
 """The standard library's echo servers, for comparison with tcpref's.
 
-Run as ``python benchmarks/stdlib_servers.py KIND`` with KIND one of ``forking``,
-``threading``, ``asyncio`` or ``raw``.  Like ``python -m tcpref serve``, it prints
-``listening on HOST:PORT`` first and serves on 127.0.0.1 until killed.
+Run as ``python benchmarks/stdlib_servers.py KIND [--bare]`` with KIND one of
+``forking``, ``threading``, ``asyncio`` or ``raw``.  Like ``python -m tcpref
+serve``, it prints ``listening on HOST:PORT`` first and serves on 127.0.0.1 until
+killed.
 
 ``raw`` is a single blocking loop that serves one client at a time: no concurrency
 at all, so it shows what one connection costs with nothing in the way.
+
+A fork costs more the bigger the process is: the kernel copies its page tables, and
+the child copies every page it writes to, beginning with Python's own bookkeeping
+after ``fork``.  So that a comparison with tcpref's servers measures the servers'
+code rather than how many modules each process happens to import, this script
+first imports what ``python -m tcpref serve`` imports (``tcpref.cli``).  With
+``--bare`` it imports only what its server needs, which shows what that size costs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import socketserver
 import sys
@@ -49,6 +56,10 @@ def serve_socketserver(kind: str) -> None:
 
 
 def serve_asyncio() -> None:
+    # Imported here, not at the top: the socketserver servers must not carry
+    # asyncio's modules (logging among them), which would make every fork dearer.
+    import asyncio
+
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(64 * 1024):
@@ -82,7 +93,11 @@ def serve_raw() -> None:
 
 
 if __name__ == "__main__":
-    kind = sys.argv[1]
+    kind, *options = sys.argv[1:]
+    if options not in ([], ["--bare"]):
+        sys.exit(f"unknown options {options!r}")
+    if not options:
+        import tcpref.cli  # noqa: F401  (the same modules as python -m tcpref serve)
     if kind in ("forking", "threading"):
         serve_socketserver(kind)
     elif kind == "asyncio":

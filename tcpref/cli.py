@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
-from tcpref import capture, wrap
+from tcpref import wrap
 from tcpref.errors import IncompleteReadError, LineTooLongError, SocketCallError
 from tcpref.servers import HANDLERS, MODELS
 
@@ -169,6 +169,11 @@ def _send_stdin(sock: socket.socket) -> None:
 
 def trace(args: argparse.Namespace) -> int:
     """Print the segments to or from a port on loopback, one line each, as they arrive."""
+    # Imported here, not at the top: the capture code (ctypes, the segment codec and
+    # the trace format) is this command's alone, and a forking server started by
+    # ``serve`` should not carry it, since every module loaded makes each fork dearer.
+    from tcpref import capture
+
     with capture.packet_capture(port=args.port, snap_length=capture.FULL_SNAP_LENGTH) as cap:
         lines = capture.trace_port(cap, args.port, count=args.count, timeout=args.timeout)
         try:

@@ -98,6 +98,20 @@ def test_cli_bad_arguments_print_one_line_and_exit_2(args: list[str], message: s
     assert "Traceback" not in done.stderr.decode()
 
 
+def test_cli_serve_loads_no_module_it_does_not_need() -> None:
+    # A forking server copies its page tables on every fork, and each child copies
+    # the pages Python's after-fork code writes to: the fewer modules loaded, the
+    # cheaper a connection.  The capture code is imported by `trace` alone, and the
+    # servers use no dataclasses (which would bring inspect, ast and dis).
+    code = "import sys, tcpref.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    assert "tcpref.servers" in loaded
+    unneeded = {"tcpref.capture", "ctypes", "dataclasses", "inspect", "ast", "asyncio"}
+    assert unneeded.intersection(loaded) == set()
+
+
 def test_cli_port_in_use_prints_one_line_and_exits_2() -> None:
     with socket.create_server(("127.0.0.1", 0)) as holder:
         port = str(holder.getsockname()[1])

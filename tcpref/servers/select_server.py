@@ -19,7 +19,6 @@ import errno
 import selectors
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from tcpref.errors import format_address
@@ -35,16 +34,21 @@ HIGH_WATER = 1024 * 1024
 ACCEPT_BATCH = 16
 
 
-@dataclass(eq=False)
 class _Connection:
     """What the loop knows about one client."""
 
-    sock: socket.socket
-    peer: Any
-    handler: Handler
-    deadline: float
-    output: bytearray = field(default_factory=bytearray)
-    peer_closed: bool = False  # the peer sent FIN; close once the output is sent
+    # A plain class rather than a dataclass: the servers' modules do not import
+    # dataclasses (and inspect, ast and dis with it), so that a forking server
+    # started from the same package stays small; every fork copies its page tables.
+    __slots__ = ("deadline", "handler", "output", "peer", "peer_closed", "sock")
+
+    def __init__(self, sock: socket.socket, peer: Any, handler: Handler, deadline: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.handler = handler
+        self.deadline = deadline
+        self.output = bytearray()
+        self.peer_closed = False  # the peer sent FIN; close once the output is sent
 
     @property
     def where(self) -> str:
