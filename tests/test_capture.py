@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -778,20 +778,29 @@ def test_capture_exchange_leaves_out_other_connections_to_the_same_port(
     assert_hello(exchange)  # exactly our eight: no SYN or RST of the other one
 
 
-@privileged
-def test_capture_exchange_times_are_the_kernels(server: socket.socket) -> None:
-    def pause_between_connect_and_send() -> tuple[tuple[str, int], tuple[str, int]]:
+def pause_between_connect_and_send(
+    server: socket.socket, pause: float
+) -> Callable[[], tuple[tuple[str, int], tuple[str, int]]]:
+    """A script that connects, waits ``pause`` seconds, sends 4 bytes and resets."""
+
+    def script() -> tuple[tuple[str, int], tuple[str, int]]:
         with socket.create_connection(server.getsockname(), timeout=5) as client:
             conn, _ = server.accept()
             with conn:
-                time.sleep(0.3)
+                time.sleep(pause)
                 client.sendall(b"late")
                 assert conn.recv(10) == b"late"
                 address = client.getsockname()
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         return address, server.getsockname()
 
-    exchange = capture_exchange(pause_between_connect_and_send, count=4, timeout=5)
+    return script
+
+
+@privileged
+def test_capture_exchange_times_are_the_kernels(server: socket.socket) -> None:
+    script = pause_between_connect_and_send(server, 0.3)
+    exchange = capture_exchange(script, count=4, timeout=5)
     # Read after the script, yet stamped when they arrived: 0.3 s between ACK and data.
     assert [flag_text(e) for e in exchange.entries] == ["SYN", "SYN|ACK", "ACK", "PSH|ACK"]
     assert exchange.entries[2].time < 0.1
@@ -805,21 +814,11 @@ def test_capture_exchange_stamps_segments_on_arrival_after_stamping_was_off(
     # Linux turns packet stamping off a moment after the last socket that wanted it
     # closes, and back on a moment after the next one asks.  A capture that began in
     # between once saw its handshake stamped when it was read, after the data.
-    def connect_at_once_then_pause() -> tuple[tuple[str, int], tuple[str, int]]:
-        with socket.create_connection(server.getsockname(), timeout=5) as client:
-            conn, _ = server.accept()
-            with conn:
-                time.sleep(0.05)
-                client.sendall(b"late")
-                assert conn.recv(10) == b"late"
-                address = client.getsockname()
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        return address, server.getsockname()
-
+    script = pause_between_connect_and_send(server, 0.05)
     gaps = []
     for _ in range(10):
         time.sleep(0.02)  # time for the kernel to turn stamping off again
-        exchange = capture_exchange(connect_at_once_then_pause, count=4, timeout=5)
+        exchange = capture_exchange(script, count=4, timeout=5)
         gaps.append(exchange.entries[3].time - exchange.entries[2].time)
     assert min(gaps) >= 0.045, gaps
 
