@@ -42,11 +42,11 @@ __all__ = ["ForkServer"]
 # previous handler, converted to a signal.Handlers member where it is one; when it
 # is a Python function, finding out means raising and catching a ValueError inside
 # the enum module.  In a process just forked, whose memory pages are still shared,
-# that detour cost about 0.1 ms and 40 copied pages per call on the benchmark
-# machine: a tenth of a whole short connection.  signal.signal is a thin wrapper of
-# the C function in the _signal module, which sets the handler just the same and
-# returns the previous one as it is; that is the one the child calls.  (Anywhere
-# else, use signal.signal.)
+# that detour cost about 0.1 ms and 40 copied pages per child on the benchmark
+# machine (most of it in the first call): a tenth of a whole short connection.
+# signal.signal is a thin wrapper of the C function in the _signal module, which
+# sets the handler just the same and returns the previous one as it is; that is the
+# one the child calls.  (Anywhere else, use signal.signal.)
 _set_signal_handler: Callable[[int, int], object] = importlib.import_module("_signal").signal
 # It wants the plain ints, not the signal.Handlers members that stand for them.
 _DEFAULT, _IGNORE = int(signal.SIG_DFL), int(signal.SIG_IGN)
