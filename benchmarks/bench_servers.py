@@ -62,7 +62,12 @@ SERVERS: dict[str, tuple[list[str], str | None]] = {
     # For reference, no ratio: the standard library's forking server in a process
     # that imports nothing else, to show what a bigger process costs every fork.
     "socketserver fork, bare": ([str(HERE / "stdlib_servers.py"), "forking", "--bare"], None),
+    # For reference, no ratio: tcpref's fork server without its per-connection
+    # defences, to show what they cost (see undefended_fork.py).
+    "tcpref fork, no defences": ([str(HERE / "undefended_fork.py")], None),
 }
+#: The reference rows, measured only for the connection rate.
+CONNECTION_RATE_ONLY = ("socketserver fork, bare", "tcpref fork, no defences")
 TCPREF_OPTIONS = ["--max-connections", "1000", "--idle-timeout", "60", "--grace", "1"]
 CLIENT_COUNTS = (1, 10, 100)
 MESSAGE = b"m" * 1024
@@ -240,7 +245,7 @@ def measure_once(name: str, seconds: float, cpus: set[int] | None = None) -> dic
         for clients in CLIENT_COUNTS:
             if name == "raw blocking loop" and clients > 1:
                 continue  # it serves one client at a time: the others would wait
-            if name == "socketserver fork, bare":
+            if name in CONNECTION_RATE_ONLY:
                 break  # it is there for the cost of a fork: the connection rate
             row[f"round trips/s, {clients} clients"] = round_trips_per_second(
                 address, clients, seconds

@@ -30,6 +30,15 @@ def test_bench_load_generator_measures_real_echoes() -> None:
         assert bench_servers.connections_per_second(address, seconds=0.2) > 1
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the servers run on Linux")
+def test_bench_undefended_fork_server_echoes_in_its_own_process() -> None:
+    # In its own process, as the benchmark runs it: its children close only the
+    # listener, so in this one they would hold the test's own client sockets open.
+    with bench_servers.server("tcpref fork, no defences") as (proc, address):
+        assert bench_servers.connections_per_second(address, seconds=0.2) > 1
+        assert proc.poll() is None
+
+
 def test_bench_chart_matches_the_recorded_results() -> None:
     record = json.loads(bench_servers.RESULTS.read_text(encoding="utf-8"))
     assert bench_servers.CHART.read_text(encoding="utf-8") == chart.render(record)
