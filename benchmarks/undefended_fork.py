@@ -13,13 +13,11 @@ the distance between this server and ``ForkServer`` is what they cost.
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Any
 
 import tcpref.cli  # noqa: F401  (the same modules as python -m tcpref serve)
 from tcpref.servers import Echo, ForkServer
-from tcpref.servers.base import serve_connection
 
 
 class UndefendedForkServer(ForkServer):
@@ -29,16 +27,8 @@ class UndefendedForkServer(ForkServer):
     def _install_sigchld_handler(self) -> Any:
         return None  # no handler: the accept loop reaps on every pass
 
-    def _run_child(self, conn: socket.socket, peer: Any) -> None:
-        code = 1
-        try:
-            self.listener.close()
-            serve_connection(
-                conn, self.handler_factory, self.idle_timeout, self.log, peer, has_idle_timeout=True
-            )
-            code = 0
-        finally:
-            os._exit(code)
+    def _leave_the_parent_behind(self, conn: socket.socket) -> None:
+        self.listener.close()  # the one close the issue asks for; handlers stay
 
 
 if __name__ == "__main__":

@@ -391,12 +391,13 @@ def _wait_until_stamped_on_arrival(timeout: float) -> None:
         with checked("bind", ("127.0.0.1", 0)):
             probe.bind(("127.0.0.1", 0))
         probe.settimeout(timeout)
+        itself = probe.getsockname()
         # Ends: each pass sends and reads one datagram; the deadline stops it.
         while True:
-            with checked("sendto", probe.getsockname()):
-                probe.sendto(b"?", probe.getsockname())
+            with checked("sendto", itself):
+                probe.sendto(b"?", itself)
             returned_ns = time.time_ns()
-            with checked("recvmsg", probe.getsockname()):
+            with checked("recvmsg", itself):
                 _, ancillary, _, _ = probe.recvmsg(1, _STAMP_SPACE)
             if _arrival_ns(ancillary) <= returned_ns:
                 return

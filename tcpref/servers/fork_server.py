@@ -146,27 +146,31 @@ class ForkServer(BaseServer):
     def _run_child(self, conn: socket.socket, peer: Any) -> None:
         code = 1
         try:
-            # The parent's handlers are not the child's business.  SIGTERM, which the
-            # parent sends when the grace period ends, must end the child; Ctrl-C
-            # sends SIGINT to the whole process group, and only the parent should
-            # decide to stop; the parent's SIGCHLD handler has nothing to do here.
-            _set_signal_handler(signal.SIGTERM, _DEFAULT)
-            _set_signal_handler(signal.SIGINT, _IGNORE)
-            _set_signal_handler(signal.SIGCHLD, _DEFAULT)
-            # Close every descriptor but stdio and our connection: the listener first
-            # of all.  A server alone in its process would only need to close the
-            # listener; this one may share its process with other code (tests, the
-            # docs' examples), and a child holding a copy of, say, a client's socket
-            # would stop that client's close() from ever sending FIN.
-            keep = conn.fileno()
-            os.closerange(3, keep)
-            os.closerange(keep + 1, self._max_fd)
+            self._leave_the_parent_behind(conn)
             serve_connection(
                 conn, self.handler_factory, self.idle_timeout, self.log, peer, has_idle_timeout=True
             )
             code = 0
         finally:
             os._exit(code)  # never return into the parent's code, nor run its cleanups
+
+    def _leave_the_parent_behind(self, conn: socket.socket) -> None:
+        """In the child: drop the parent's signal handlers and every descriptor but ``conn``."""
+        # The parent's handlers are not the child's business.  SIGTERM, which the
+        # parent sends when the grace period ends, must end the child; Ctrl-C sends
+        # SIGINT to the whole process group, and only the parent should decide to
+        # stop; the parent's SIGCHLD handler has nothing to do here.
+        _set_signal_handler(signal.SIGTERM, _DEFAULT)
+        _set_signal_handler(signal.SIGINT, _IGNORE)
+        _set_signal_handler(signal.SIGCHLD, _DEFAULT)
+        # Close every descriptor but stdio and our connection: the listener first of
+        # all.  A server alone in its process would only need to close the listener;
+        # this one may share its process with other code (tests, the docs' examples),
+        # and a child holding a copy of, say, a client's socket would stop that
+        # client's close() from ever sending FIN.
+        keep = conn.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, self._max_fd)
 
     def _finish_children(self) -> None:
         """Give children ``grace`` seconds, then SIGTERM, then SIGKILL; reap them all."""
