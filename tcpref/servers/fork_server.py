@@ -73,7 +73,11 @@ class ForkServer(BaseServer):
 
     @property
     def children(self) -> frozenset[int]:
-        """The pids of the children serving connections now."""
+        """The pids of the children serving connections now.
+
+        A pid is added when ``fork`` returns in the parent, so a child may already
+        have answered its client a moment before it is listed here.
+        """
         return frozenset(self._children)
 
     def _serve(self) -> None:
