@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tcpref import wrap
 from tcpref.errors import IncompleteReadError, LineTooLongError, SocketCallError
@@ -43,8 +43,38 @@ USAGE_ERROR = 2
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line: no usage block, no traceback."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(**kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, given the terminal's width instead of finding it.
+
+    Left to find it, argparse imports shutil, and shutil imports zlib, bz2 and lzma,
+    which load three C libraries.  argparse makes a formatter for every argument
+    added, so ``serve`` would carry them for as long as it runs, and a fork server
+    copies its whole process, those libraries' mappings included, on every
+    connection (measured on the fork-server page).
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_width() - 2)  # the margin argparse keeps
+
+
+def _terminal_width() -> int:
+    """COLUMNS if it is set, else the width of the terminal on stdout, else 80."""
+    with contextlib.suppress(KeyError, ValueError):
+        columns = int(os.environ["COLUMNS"])
+        if columns > 0:
+            return columns
+    try:
+        return os.get_terminal_size().columns  # descriptor 1, stdout
+    except OSError:  # not a terminal
+        return 80
 
 
 def _port(text: str) -> int:

@@ -102,14 +102,41 @@ def test_cli_serve_loads_no_module_it_does_not_need() -> None:
     # A forking server copies its page tables on every fork, and each child copies
     # the pages Python's after-fork code writes to: the fewer modules loaded, the
     # cheaper a connection.  The capture code is imported by `trace` alone, and the
-    # servers use no dataclasses (which would bring inspect, ast and dis).
-    code = "import sys, tcpref.cli; print(' '.join(sorted(sys.modules)))"
+    # servers use no dataclasses (which would bring inspect, ast and dis).  Parsing
+    # the arguments must not bring shutil, which argparse imports to measure the
+    # terminal, nor the compression libraries that shutil imports.
+    code = (
+        "import sys, tcpref.cli\n"
+        "tcpref.cli.build_parser().parse_args(['serve', '--model', 'fork'])\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout.split()
     assert "tcpref.servers" in loaded
     unneeded = {"tcpref.capture", "ctypes", "dataclasses", "inspect", "ast", "asyncio"}
+    unneeded |= {"shutil", "zlib", "bz2", "lzma"}
     assert unneeded.intersection(loaded) == set()
+
+
+@pytest.mark.parametrize("columns", ["50", "100"])
+def test_cli_help_wraps_as_argparse_would(columns: str) -> None:
+    # The formatter is given the width argparse would have found with shutil.
+    show_help = "tcpref.cli.main(['serve', '--help'])"
+    as_argparse_would = "tcpref.cli._HelpFormatter = argparse.HelpFormatter; " + show_help
+
+    def output(code: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", f"import argparse, tcpref.cli; {code}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": columns},
+        ).stdout
+
+    ours = output(show_help)
+    assert "--max-connections" in ours
+    assert ours == output(as_argparse_would)
 
 
 def test_cli_port_in_use_prints_one_line_and_exits_2() -> None:
