@@ -65,9 +65,14 @@ SERVERS: dict[str, tuple[list[str], str | None]] = {
     # For reference, no ratio: tcpref's fork server without its per-connection
     # defences, to show what they cost (see undefended_fork.py).
     "tcpref fork, no defences": ([str(HERE / "undefended_fork.py")], None),
+    # For reference, no ratio: tcpref's thread server without the read timeout that
+    # closes idle clients, to show what it costs a round trip (see untimed_thread.py).
+    "tcpref thread, no idle timeout": ([str(HERE / "untimed_thread.py")], None),
 }
-#: The reference rows, measured only for the connection rate.
+#: The reference rows measured only for the connection rate...
 CONNECTION_RATE_ONLY = ("socketserver fork, bare", "tcpref fork, no defences")
+#: ...and those measured only for round trips.
+ROUND_TRIPS_ONLY = ("tcpref thread, no idle timeout",)
 TCPREF_OPTIONS = ["--max-connections", "1000", "--idle-timeout", "60", "--grace", "1"]
 CLIENT_COUNTS = (1, 10, 100)
 MESSAGE = b"m" * 1024
@@ -251,7 +256,8 @@ def measure_once(name: str, seconds: float, cpus: set[int] | None = None) -> dic
                 address, clients, seconds
             )
             time.sleep(SETTLE)
-        row["connections/s"] = connections_per_second(address, seconds)
+        if name not in ROUND_TRIPS_ONLY:
+            row["connections/s"] = connections_per_second(address, seconds)
     return row
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 import sys
 from pathlib import Path
 
@@ -39,6 +41,24 @@ def test_bench_undefended_fork_server_echoes_in_its_own_process() -> None:
         assert proc.poll() is None
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the servers run on Linux")
+def test_bench_untimed_thread_server_echoes_in_its_own_process() -> None:
+    with bench_servers.server("tcpref thread, no idle timeout") as (proc, address):
+        assert bench_servers.round_trips_per_second(address, clients=3, seconds=0.2) > 10
+        assert proc.poll() is None
+
+
+def test_bench_untimed_thread_server_keeps_only_the_send_timeout() -> None:
+    import untimed_thread
+
+    with socket.socket() as sock:
+        untimed_thread.send_timeout_only(sock, 2.5)
+        sent = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16)
+        received = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+    assert struct.unpack("@ll", sent) == (2, 500_000)
+    assert struct.unpack("@ll", received) == (0, 0)  # no read timeout: wait for ever
+
+
 def test_bench_chart_matches_the_recorded_results() -> None:
     record = json.loads(bench_servers.RESULTS.read_text(encoding="utf-8"))
     assert bench_servers.CHART.read_text(encoding="utf-8") == chart.render(record)
@@ -48,7 +68,10 @@ def test_bench_recorded_results_cover_every_server_and_load() -> None:
     record = json.loads(bench_servers.RESULTS.read_text(encoding="utf-8"))
     assert set(record["results"]) == set(bench_servers.SERVERS)
     for name, row in record["results"].items():
-        assert "connections/s" in row, name
+        if name in bench_servers.ROUND_TRIPS_ONLY:
+            assert "round trips/s, 100 clients" in row, name
+        else:
+            assert "connections/s" in row, name
         assert all(value > 0 for load, value in row.items() if not load.startswith("CPU"))
     assert record["machine"]
 
