@@ -350,10 +350,11 @@ def print_table(
     print(f"machine: {machine()}")
     if placement:
         print(f"CPUs: {placement}")
-    print(f"{'server':24}" + "".join(f"{load:>28}" for load in loads))
+    width = max(len(name) for name in results) + 2
+    print(f"{'server':{width}}" + "".join(f"{load:>28}" for load in loads))
     for name, row in results.items():
         cells = "".join(f"{_cell(row.get(load)):>28}" for load in loads)
-        print(f"{name:24}{cells}")
+        print(f"{name:{width}}{cells}")
     print("\nratio to the standard-library counterpart (1.0 = as fast), best against best:")
     for name, row in ratios(results).items():
         cells = ", ".join(f"{load}: {value:.2f}x" for load, value in row.items())
