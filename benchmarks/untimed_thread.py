@@ -16,17 +16,15 @@ distance between it and ``ThreadServer`` is what the read timeout costs.
 from __future__ import annotations
 
 import socket
-import struct
 
 import tcpref.cli  # noqa: F401  (the same modules as python -m tcpref serve)
 from tcpref.servers import Echo, ThreadServer, thread_server
+from tcpref.servers.base import _set_kernel_timeout
 
 
 def send_timeout_only(sock: socket.socket, seconds: float) -> None:
     """Set SO_SNDTIMEO alone, where ThreadServer calls set_idle_timeout."""
-    whole = int(seconds)
-    timeval = struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    _set_kernel_timeout(sock, socket.SO_SNDTIMEO, seconds)
 
 
 if __name__ == "__main__":

@@ -55,10 +55,11 @@ class _HelpFormatter(argparse.HelpFormatter):
     """argparse's help formatter, given the terminal's width instead of finding it.
 
     Left to find it, argparse imports shutil, and shutil imports zlib, bz2 and lzma,
-    which load three C libraries.  argparse makes a formatter for every argument
-    added, so ``serve`` would carry them for as long as it runs, and a fork server
-    copies its whole process, those libraries' mappings included, on every
-    connection (measured on the fork-server page).
+    which load three C libraries.  argparse makes a formatter as soon as an argument
+    is added, so merely building the parser would load them, ``serve`` would carry
+    them for as long as it runs, and a fork server copies its whole process, those
+    libraries' mappings included, on every connection (shown on the fork-server
+    page).
     """
 
     def __init__(self, prog: str) -> None:
