@@ -113,8 +113,9 @@ def measuring_order(rounds: int) -> list[list[str]]:
     Each tcpref model is followed by its counterpart, and every other round runs
     the whole list backwards, so that both sides of a ratio go first equally often.
 
-    >>> [order[:2] for order in measuring_order(2)]
-    [['tcpref fork', 'socketserver forking'], ['raw blocking loop', 'asyncio streams']]
+    >>> first, second = measuring_order(2)
+    >>> first[:2], second == first[::-1]
+    (['tcpref fork', 'socketserver forking'], True)
     """
     forward: list[str] = []
     for name, (_, counterpart) in SERVERS.items():
@@ -305,18 +306,30 @@ def pinned(cpus: set[int] | None) -> Iterator[None]:
 
 def round_ratios(
     every_round: list[dict[str, dict[str, float]]],
-) -> dict[str, dict[str, float]]:
-    """The median, over the rounds, of each tcpref model's ratio to its counterpart.
+) -> dict[str, dict[str, list[float]]]:
+    """Each round's ratio of each tcpref model to its counterpart, in round order.
 
     Within a round the two servers of a pair ran one right after the other, so
     their ratio is less exposed than a ratio of bests to the machine getting busier
-    or quieter between rounds.
+    or quieter between rounds; the spread of these ratios shows the noise.
     """
     per_round = [ratios(one_round) for one_round in every_round]
     return {
-        name: {load: statistics.median(r[name][load] for r in per_round) for load in row}
+        name: {load: [r[name][load] for r in per_round] for load in row}
         for name, row in per_round[0].items()
     }
+
+
+def median_and_middle_half(values: list[float]) -> tuple[float, float, float]:
+    """The median of ``values``, and the quartiles that hold the middle half of them.
+
+    >>> median_and_middle_half([0.9, 1.0, 1.1, 1.2, 1.3])
+    (1.1, 0.95, 1.25)
+    """
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    low, middle, high = statistics.quantiles(values, n=4)
+    return middle, low, high
 
 
 def ratios(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -360,10 +373,15 @@ def print_table(
         cells = ", ".join(f"{load}: {value:.2f}x" for load, value in row.items())
         print(f"  {name} vs {SERVERS[name][1]}: {cells}")
     if every_round:
-        print(f"median of the {len(every_round)} rounds' ratios (neighbours in time):")
+        print(f"median [and middle half] of the {len(every_round)} rounds' ratios:")
         for name, row in round_ratios(every_round).items():
-            cells = ", ".join(f"{load}: {value:.2f}x" for load, value in row.items())
+            cells = ", ".join(f"{load}: {_spread(values)}" for load, values in row.items())
             print(f"  {name} vs {SERVERS[name][1]}: {cells}")
+
+
+def _spread(values: list[float]) -> str:
+    middle, low, high = median_and_middle_half(values)
+    return f"{middle:.2f}x [{low:.2f}-{high:.2f}]"
 
 
 def _cell(value: float | None) -> str:
@@ -399,7 +417,7 @@ def main() -> None:
             "seconds": args.seconds,
             "rounds": args.rounds,
             "results": results,
-            "round ratios (median)": round_ratios(every_round),
+            "round ratios": round_ratios(every_round),
         }
         RESULTS.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         from chart import write_chart  # benchmarks/chart.py

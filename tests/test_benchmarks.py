@@ -120,7 +120,7 @@ def test_bench_server_runs_on_the_cpus_it_is_given() -> None:
         assert os.sched_getaffinity(proc.pid) == {cpu}
 
 
-def test_bench_round_ratios_are_the_median_of_each_rounds_ratio() -> None:
+def test_bench_round_ratios_are_each_rounds_ratio_in_order() -> None:
     def one_round(ours: float, theirs: float) -> dict[str, dict[str, float]]:
         return {
             "tcpref fork": {"connections/s": ours},
@@ -128,7 +128,14 @@ def test_bench_round_ratios_are_the_median_of_each_rounds_ratio() -> None:
         }
 
     rounds = [one_round(90, 100), one_round(300, 200), one_round(110, 100)]
-    assert bench_servers.round_ratios(rounds) == {"tcpref fork": {"connections/s": 1.1}}
+    by_round = bench_servers.round_ratios(rounds)["tcpref fork"]["connections/s"]
+    assert by_round == pytest.approx([0.9, 1.5, 1.1])
+
+
+def test_bench_median_and_middle_half_of_round_ratios() -> None:
+    values = [1.3, 0.9, 1.1, 1.0, 1.2]  # in any order
+    assert bench_servers.median_and_middle_half(values) == pytest.approx((1.1, 0.95, 1.25))
+    assert bench_servers.median_and_middle_half([0.97]) == (0.97, 0.97, 0.97)  # one round
 
 
 def test_bench_chart_names_the_cpus_once_they_are_recorded() -> None:
