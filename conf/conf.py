@@ -97,7 +97,7 @@ def setup(app: Any) -> dict[str, Any]:
             skip = bool(super().skipped(node))
             if skip:
                 where = f"{node.source}:{node.line}" if node.line else node.source
-                logger.info("SKIPPED %s (skipif: %s)", where, node["skipif"])
+                logger.info("SKIPPED %s (%s)", where, doctest_env.skip_reason(node["skipif"]))
             return skip
 
     app.add_builder(ReportingDocTestBuilder, override=True)

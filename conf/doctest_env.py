@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import doctest
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
+
+from tcpref import netns
 
 #: Doctest flags for every example.  NORMALIZE_WHITESPACE lets a long expected line,
 #: such as an error message, wrap over several lines on the page.
@@ -30,14 +33,39 @@ PAGE_TIMEOUT_SECONDS = 300.0
 # Names that `:skipif:` conditions use.  Keep each one a plain bool.
 ON_LINUX = sys.platform.startswith("linux")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+#: Why a private network namespace (tcpref.netns) cannot be made here, or None.
+#: Examples that capture packets or attach socket filters run inside one, for any user.
+NETNS_UNAVAILABLE = netns.unavailable_reason()
+NETNS = NETNS_UNAVAILABLE is None
 #: Everything a ``:skipif:`` condition may name.  Sphinx evaluates conditions after
 #: running GLOBAL_SETUP, which defines exactly these public names.
-SKIP_NAMES = {"ON_LINUX": ON_LINUX, "IS_ROOT": IS_ROOT}
+SKIP_NAMES = {"ON_LINUX": ON_LINUX, "IS_ROOT": IS_ROOT, "NETNS": NETNS}
+#: What each name being False means, for the skip message.
+_WHY_FALSE = {
+    "ON_LINUX": f"this is {sys.platform}, not Linux",
+    "IS_ROOT": "not running as root",
+    "NETNS": f"no network namespace: {NETNS_UNAVAILABLE}",
+}
+
+
+def skip_reason(condition: str) -> str:
+    """Say why an example with ``:skipif: condition`` was skipped, in one line.
+
+    The condition is named as written, followed by what each name it uses means here,
+    so that ``not NETNS`` also says why no network namespace can be made.
+    """
+    facts = [
+        _WHY_FALSE[name] if not value else f"{name} is true"
+        for name, value in SKIP_NAMES.items()
+        if re.search(rf"\b{name}\b", condition)
+    ]
+    return f"skipif: {condition} ({'; '.join(facts)})" if facts else f"skipif: {condition}"
+
 
 GLOBAL_SETUP = """\
 import faulthandler as _faulthandler
 import doctest_env as _doctest_env
-from doctest_env import ON_LINUX, IS_ROOT
+from doctest_env import ON_LINUX, IS_ROOT, NETNS
 _faulthandler.dump_traceback_later(_doctest_env.PAGE_TIMEOUT_SECONDS, exit=True)
 _doctest_env_before = _doctest_env.ResourceSnapshot.take()
 """

@@ -49,7 +49,8 @@ class SkipIf:
         # it here, in the middle of a page, would cancel the page's watchdog.
         should_skip = eval(self.condition, dict(doctest_env.SKIP_NAMES))
         if should_skip:
-            pytest.skip(f"{example.path}:{example.line}: skipif: {self.condition}")
+            reason = doctest_env.skip_reason(self.condition)
+            pytest.skip(f"{example.path}:{example.line}: {reason}")
         return self.evaluator(example)
 
 
