@@ -1,12 +1,16 @@
 """The command line: ``python -m tcpref serve``, ``client`` and ``trace``.
 
 ``serve`` runs one of the three server models in the foreground.  Its first line on
-stdout is ``listening on HOST:PORT``, flushed at once, so a script (or a test) can
-start it with port 0 and read the port back.  SIGINT and SIGTERM stop it gracefully,
-and it exits 0.
+stdout is ``listening on HOST:PORT`` (``[V6]:PORT`` for IPv6), flushed at once, so a
+script (or a test) can start it with port 0 and read the port back.  Listening on
+every interface (``0.0.0.0`` or ``::``) prints a warning on stderr.  SIGINT and
+SIGTERM stop it gracefully, and it exits 0.
 
 ``client`` connects, sends its standard input, half-closes, and prints every reply
-until the server closes.
+until the server closes.  It takes the server's address as ``HOST PORT``, or as
+``HOST:PORT`` and ``[V6]:PORT``, the way ``serve`` prints it.  Its ``--timeout`` is
+the longest silence it waits through: when nothing has been sent or received for
+that long, it says on stderr how many bytes came back, and exits 2.
 
 ``trace --port N`` prints the TCP segments to or from port N on loopback as they
 arrive, one line each, in the format of :mod:`tcpref.trace` (a segment sent *to*
@@ -23,21 +27,37 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
 from tcpref import wrap
-from tcpref.errors import IncompleteReadError, LineTooLongError, SocketCallError
+from tcpref.errors import (
+    IncompleteReadError,
+    LineTooLongError,
+    SocketCallError,
+    format_address,
+    translate,
+)
 from tcpref.servers import HANDLERS, MODELS
 
 __all__ = ["main"]
 
 USAGE_ERROR = 2
+#: What ``recv`` and ``os.read`` are asked for at most, in bytes.
+_CHUNK = 64 * 1024
+# The addresses that mean "every interface" once the kernel has bound them.
+_EVERY_INTERFACE = frozenset({"0.0.0.0", "::"})
+
+
+class CommandError(Exception):
+    """A failure that a command reports in one line on stderr, exiting 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +71,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
 
-class _HelpFormatter(argparse.HelpFormatter):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """argparse's help formatter, given the terminal's width instead of finding it.
+
+    It keeps the line breaks of descriptions and epilogs, so that each example
+    stands on its own line.
 
     Left to find it, argparse imports shutil, and shutil imports zlib, bz2 and lzma,
     which load three C libraries.  argparse makes a formatter as soon as an argument
@@ -122,34 +145,154 @@ def _finite_seconds(text: str) -> float:
     return value
 
 
+_DESCRIPTION = """\
+Run a teaching TCP server, talk to one, or watch its segments on loopback.
+Run 'python -m tcpref COMMAND --help' for a command's options."""
+
+_EXAMPLES = """\
+examples:
+  python -m tcpref serve --model thread --handler upper
+  echo hello | python -m tcpref client 127.0.0.1:40117
+  python -m tcpref trace --port 40117 --count 10"""
+
+_SERVE_DESCRIPTION = """\
+Run a server in the foreground until Ctrl-C (SIGINT) or SIGTERM.
+Its first line on stdout is 'listening on HOST:PORT'.
+Exit status: 0 after a graceful stop, 2 on bad arguments or a failure to start."""
+
+_CLIENT_DESCRIPTION = """\
+Connect to a server, send it standard input, half-close the connection, and
+print every reply until the server closes.
+Exit status: 0 once the server has closed, 2 on bad arguments, a failure to
+connect, or a timeout."""
+
+_TRACE_DESCRIPTION = """\
+Print the TCP segments to or from a port on loopback as they arrive, one line
+each, until --count segments, --timeout seconds, or Ctrl-C.
+Needs Linux and the CAP_NET_RAW capability (root has it)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser for ``python -m tcpref``."""
-    parser = _Parser(prog="python -m tcpref", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    serve = commands.add_parser("serve", help="run a server until SIGINT or SIGTERM")
-    serve.add_argument("--model", choices=sorted(MODELS), required=True)
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=0, help="port to bind (0: any free)")
-    serve.add_argument("--handler", choices=sorted(HANDLERS), default="echo")
-    serve.add_argument("--max-connections", type=_positive_int, default=100)
-    serve.add_argument("--idle-timeout", type=_seconds, default=30.0, metavar="SECONDS")
-    serve.add_argument("--grace", type=_seconds, default=5.0, metavar="SECONDS")
-
-    client = commands.add_parser("client", help="send stdin to a server, print replies")
-    client.add_argument("host")
-    client.add_argument("port", type=_port)
-    client.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS")
-
-    trace = commands.add_parser(
-        "trace", help="print the TCP segments to or from a port on loopback (CAP_NET_RAW)"
+    parser = _Parser(prog="python -m tcpref", description=_DESCRIPTION, epilog=_EXAMPLES)
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
     )
-    trace.add_argument("--port", type=_capture_port, required=True, help="the port to follow")
-    trace.add_argument("--count", type=_positive_int, help="stop after this many segments")
-    trace.add_argument(
-        "--timeout", type=_finite_seconds, metavar="SECONDS", help="stop after this many seconds"
-    )
+    _add_serve(commands)
+    _add_client(commands)
+    _add_trace(commands)
     return parser
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run a server until Ctrl-C or SIGTERM",
+        description=_SERVE_DESCRIPTION,
+        epilog="example:\n  python -m tcpref serve --model fork --handler upper --port 8000",
+    )
+    serve.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        required=True,
+        help="how clients are served at once: fork (a process each), thread (a thread "
+        "each) or select (one event loop for all); required",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on; 0.0.0.0 or :: listens on every interface, "
+        "where other machines can reach it (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        help="the port to listen on; 0 lets the kernel choose a free one (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--handler",
+        choices=sorted(HANDLERS),
+        default="echo",
+        help="what the server answers: echo sends every byte back, upper sends it back in "
+        "upper case, line-upper answers each whole line in upper case (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="serve at most N clients at once; the next ones wait in the kernel's accept "
+        "queue (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection that gets no reply for this long (default: %(default)g)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="when stopped, let open connections finish for up to this long, then close "
+        "them (default: %(default)g)",
+    )
+
+
+def _add_client(commands: Any) -> None:
+    client = commands.add_parser(
+        "client",
+        help="send standard input to a server and print its replies",
+        description=_CLIENT_DESCRIPTION,
+        epilog="example:\n  echo hello | python -m tcpref client 127.0.0.1:8000",
+    )
+    client.add_argument(
+        "host",
+        metavar="HOST",
+        help="the server's name or address, or its HOST:PORT or [V6]:PORT as serve prints it",
+    )
+    client.add_argument(
+        "port",
+        metavar="PORT",
+        nargs="?",
+        type=_port,
+        help="the server's port, unless HOST already ends with one",
+    )
+    client.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up, saying how many bytes came back, once nothing has been sent or "
+        "received for this long; connecting gets as long (default: %(default)g)",
+    )
+
+
+def _add_trace(commands: Any) -> None:
+    trace = commands.add_parser(
+        "trace",
+        help="print the TCP segments to or from a port on loopback (CAP_NET_RAW)",
+        description=_TRACE_DESCRIPTION,
+        epilog="example:\n  python -m tcpref trace --port 8000 --count 10 --timeout 60",
+    )
+    trace.add_argument(
+        "--port", type=_capture_port, required=True, help="the port to follow; required"
+    )
+    trace.add_argument(
+        "--count",
+        type=_positive_int,
+        metavar="N",
+        help="stop after N segments (default: no limit)",
+    )
+    trace.add_argument(
+        "--timeout",
+        type=_finite_seconds,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: no limit)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -167,34 +310,145 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    host, port = server.address
-    print(f"listening on {host}:{port}", flush=True)
+    print(f"listening on {format_address(server.address)}", flush=True)
     print(f"model={args.model} handler={args.handler}", flush=True)
+    if server.address[0] in _EVERY_INTERFACE:
+        _warn_every_interface(server.address[0])
     server.serve_forever()
     return 0
 
 
+def _warn_every_interface(host: str) -> None:
+    """Say that other machines can reach the server: its handlers answer anyone."""
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"python -m tcpref serve: warning: listening on every interface ({shown}), so other "
+        "machines can connect, and the handler sends back whatever they send; "
+        "use --host 127.0.0.1 to stay on this machine",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _server_address(host: str, port: int | None) -> tuple[str, int]:
+    """The server's ``(host, port)``, from ``HOST PORT``, ``HOST:PORT`` or ``[V6]:PORT``.
+
+    A bare IPv6 address (``::1``) takes its port separately, since its last part
+    could be read as one.
+
+    >>> _server_address("127.0.0.1:8000", None), _server_address("[::1]:8000", None)
+    (('127.0.0.1', 8000), ('::1', 8000))
+    >>> _server_address("::1", 8000), _server_address("localhost", 8000)
+    (('::1', 8000), ('localhost', 8000))
+
+    Raises:
+        ValueError: if no port is given, or two are, or the port is not one.
+    """
+    forms = f"expected HOST PORT, HOST:PORT or [V6]:PORT, not {host!r}"
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket or not name or rest[:1] not in ("", ":"):
+            raise ValueError(forms)
+        port_text = rest[1:] if rest else None
+    elif host.count(":") == 1:
+        name, _, port_text = host.partition(":")
+    else:  # a name, an IPv4 address, or a bare IPv6 address
+        name, port_text = host, None
+    if not name:
+        raise ValueError(forms)
+    if port_text is not None and port is not None:
+        raise ValueError(f"the port is given twice: {host!r} and {port}")
+    if port_text is not None:
+        try:
+            port = _port(port_text)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
+    if port is None:
+        raise ValueError(forms)
+    return name, port
+
+
+class _Traffic:
+    """When bytes last moved on the client's connection, either way; what came back."""
+
+    __slots__ = ("last_moved", "received")
+
+    def __init__(self) -> None:
+        self.last_moved = time.monotonic()
+        self.received = 0
+
+    def moved(self) -> None:
+        self.last_moved = time.monotonic()
+
+
 def client(args: argparse.Namespace) -> int:
-    """Send standard input, half-close, and copy every reply to standard output."""
-    sock = wrap.tcp_socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    """Send standard input, half-close, and copy every reply to standard output.
+
+    Raises:
+        ValueError: if the address is not one.
+        SocketCallError: if connecting or reading fails.
+        CommandError: if nothing moves either way for ``--timeout`` seconds.
+    """
+    address = _server_address(args.host, args.port)
+    sock = wrap.tcp_socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
     with sock:
-        wrap.connect(sock, (args.host, args.port), timeout=args.timeout)
-        sock.settimeout(args.timeout)
-        sender = threading.Thread(target=_send_stdin, args=(sock,), daemon=True)
+        wrap.connect(sock, address, timeout=args.timeout)
+        sock.settimeout(args.timeout)  # a write that makes no progress for this long fails
+        traffic = _Traffic()
+        sender = threading.Thread(target=_send_stdin, args=(sock, traffic), daemon=True)
         sender.start()
-        # Ends: each pass copies at least one byte, or stops at end of stream.
-        while reply := sock.recv(64 * 1024):
-            sys.stdout.buffer.write(reply)
-            sys.stdout.buffer.flush()
+        _copy_replies(sock, address, traffic, args.timeout)
         sender.join(timeout=args.timeout)
     return 0
 
 
-def _send_stdin(sock: socket.socket) -> None:
+def _copy_replies(
+    sock: socket.socket, address: tuple[str, int], traffic: _Traffic, timeout: float
+) -> None:
+    """Copy what the server sends to stdout until it closes.
+
+    Raises:
+        SocketCallError: if reading fails, for example on a reset.
+        CommandError: after ``timeout`` seconds in which no byte went either way.
+    """
+    # Ends: each pass copies bytes, meets the end of stream, or waits until the
+    # silence has lasted `timeout`; the sender can push that moment back only by
+    # sending, and it sends standard input once.
+    while True:
+        silent_for = time.monotonic() - traffic.last_moved
+        if silent_for >= timeout:
+            raise CommandError(
+                f"timed out: nothing sent or received for {timeout:g} s (--timeout); "
+                f"{_count(traffic.received, 'byte')} had come back from {format_address(address)}"
+            )
+        # select rather than the socket's timeout: the sender thread writes with
+        # that one, and the wait here shrinks with the silence already spent.
+        readable, _, _ = select.select([sock], [], [], timeout - silent_for)
+        if not readable:
+            continue
+        try:
+            reply = sock.recv(_CHUNK)
+        except OSError as exc:
+            raise translate(exc, call="recv", address=address) from exc
+        if not reply:
+            return  # the server closed its side
+        traffic.received += len(reply)
+        traffic.moved()
+        sys.stdout.buffer.write(reply)
+        sys.stdout.buffer.flush()
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 byte``, ``3 bytes``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _send_stdin(sock: socket.socket, traffic: _Traffic) -> None:
     with contextlib.suppress(OSError):
         # os.read returns what is available, so lines typed at a terminal go at once.
-        while chunk := os.read(sys.stdin.fileno(), 64 * 1024):
+        while chunk := os.read(sys.stdin.fileno(), _CHUNK):
             wrap.write_all(sock, chunk)
+            traffic.moved()
         wrap.shutdown(sock, socket.SHUT_WR)  # the half-close: "I have sent everything"
 
 
@@ -228,7 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (SocketCallError, IncompleteReadError, LineTooLongError, ValueError) as exc:
+    except (
+        SocketCallError,
+        IncompleteReadError,
+        LineTooLongError,
+        ValueError,
+        CommandError,
+    ) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pwd
+import re
 import resource
 import shutil
 import signal
@@ -44,7 +46,7 @@ def server_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], tuple[
         first = proc.stdout.readline().decode()
         assert first.startswith("listening on "), first
         host, _, port = first.removeprefix("listening on ").strip().rpartition(":")
-        yield proc, (host, int(port))
+        yield proc, (host.strip("[]"), int(port))  # [::1]:PORT for IPv6
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -80,13 +82,18 @@ def echo_once(address: tuple[str, int], payload: bytes, timeout: float = 5) -> b
         (["serve", "--model", "thread", "--max-connections", "0"], "expected a number >= 1"),
         (["serve", "--model", "thread", "--idle-timeout", "-1"], "expected seconds > 0"),
         (["client", "127.0.0.1", "99999"], "port must be in range 0-65535, not 99999"),
+        (["client", "127.0.0.1:99999"], "port must be in range 0-65535, not 99999"),
+        (["client", "127.0.0.1"], "expected HOST PORT, HOST:PORT or [V6]:PORT, not '127.0.0.1'"),
+        (["client", "::1"], "expected HOST PORT, HOST:PORT or [V6]:PORT, not '::1'"),
+        (["client", "[::1]"], "expected HOST PORT, HOST:PORT or [V6]:PORT, not '[::1]'"),
+        (["client", "127.0.0.1:80", "80"], "the port is given twice: '127.0.0.1:80' and 80"),
         (["serve"], "the following arguments are required: --model"),
         (["trace"], "the following arguments are required: --port"),
         (["trace", "--port", "0"], "port must be in range 1-65535 to capture, not 0"),
         (["trace", "--port", "80", "--count", "0"], "expected a number >= 1, not 0"),
         (["trace", "--port", "80", "--timeout", "0"], "expected seconds > 0, not 0"),
         (["trace", "--port", "80", "--timeout", "inf"], "expected a finite number of seconds"),
-        ([], "the following arguments are required: command"),
+        ([], "the following arguments are required: COMMAND"),
     ],
 )
 def test_cli_bad_arguments_print_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -123,7 +130,8 @@ def test_cli_serve_loads_no_module_it_does_not_need() -> None:
 def test_cli_help_wraps_as_argparse_would(columns: str) -> None:
     # The formatter is given the width argparse would have found with shutil.
     show_help = "tcpref.cli.main(['serve', '--help'])"
-    as_argparse_would = "tcpref.cli._HelpFormatter = argparse.HelpFormatter; " + show_help
+    stock = "argparse.RawDescriptionHelpFormatter"
+    as_argparse_would = f"tcpref.cli._HelpFormatter = {stock}; {show_help}"
 
     def output(code: str) -> str:
         return subprocess.run(
@@ -137,6 +145,61 @@ def test_cli_help_wraps_as_argparse_would(columns: str) -> None:
     ours = output(show_help)
     assert "--max-connections" in ours
     assert ours == output(as_argparse_would)
+
+
+COMMANDS = ["serve", "client", "trace"]
+
+
+def help_text(*command: str) -> str:
+    done = subprocess.run(
+        [*COMMAND, *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_cli_help_is_plain_text_with_an_example_per_command() -> None:
+    top = help_text()
+    assert "``" not in top, "the description is reST, not text for people"
+    for command in COMMANDS:
+        assert f"python -m tcpref {command} " in top.partition("examples:")[2], command
+        example = help_text(command).partition("\nexample:\n  ")[2].splitlines()[:1]
+        assert example, f"{command} --help has no example"
+        assert f"python -m tcpref {command} " in example[0], command
+
+
+def sentence_for(shown: str, name: str) -> str | None:
+    """The help text listed for option or positional ``name``; None if not listed."""
+    lines = shown.partition("\nexample:")[0].splitlines()
+    for number, line in enumerate(lines):
+        if not line.startswith("  ") or line.startswith("   "):
+            continue  # not an option's line: options are indented by two spaces
+        invocation, _, text = line[2:].partition("  ")
+        if re.search(rf"(^|[ ,]){re.escape(name)}\b", invocation):
+            following = lines[number + 1] if number + 1 < len(lines) else ""
+            return text.strip() or (following.strip() if following.startswith("    ") else "")
+    return None
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_cli_help_describes_every_option_with_its_default(command: str) -> None:
+    from tcpref.cli import build_parser
+
+    shown = help_text(command)
+    (chooser,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in chooser.choices[command]._actions:
+        name = action.option_strings[-1] if action.option_strings else action.metavar
+        assert isinstance(name, str)
+        assert sentence_for(shown, name), f"{command} {name} has no help text:\n{shown}"
+        assert action.help is not None
+        takes_value = action.nargs != 0
+        if takes_value and not action.required and action.default is not None:
+            assert "(default: %(default)" in action.help, f"{command} {name}: no default"
 
 
 def test_cli_port_in_use_prints_one_line_and_exits_2() -> None:
@@ -176,6 +239,154 @@ def test_cli_client_sends_stdin_and_prints_the_replies() -> None:
         done = run("client", address[0], str(address[1]), stdin=b"hello\nworld\n")
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"HELLO\nWORLD\n"
+
+
+def test_cli_client_timeout_says_how_many_bytes_came_back_and_exits_2() -> None:
+    # The reader's session: the server has echoed a line, and then nothing moves either
+    # way for --timeout seconds (here stdin stays open and silent).
+    with server_process("--model", "thread", "--handler", "echo") as (_, address):
+        stdin_read, stdin_write = os.pipe()  # we hold the write end open: stdin never ends
+        try:
+            os.write(stdin_write, b"hi\n")
+            client = subprocess.run(
+                [*COMMAND, "client", address[0], str(address[1]), "--timeout", "0.5"],
+                stdin=stdin_read,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        finally:
+            os.close(stdin_read)
+            os.close(stdin_write)
+    out, err = client.stdout, client.stderr
+    assert client.returncode == 2
+    assert out == b"hi\n"
+    (line,) = err.decode().splitlines()
+    assert line == (
+        f"python -m tcpref: error: timed out: nothing sent or received for 0.5 s "
+        f"(--timeout); 3 bytes had come back from 127.0.0.1:{address[1]}"
+    )
+
+
+def test_cli_client_timeout_counts_silence_not_the_whole_exchange() -> None:
+    # Six lines half a second apart: three seconds in all, each gap a quarter of the
+    # timeout.  A timeout on the whole exchange would end this; one on silence does not.
+    feeder = "import sys, time\nfor n in range(6):\n    print(n, flush=True)\n    time.sleep(0.5)\n"
+    with (
+        server_process("--model", "select", "--handler", "upper") as (_, address),
+        subprocess.Popen([sys.executable, "-c", feeder], stdout=subprocess.PIPE) as lines,
+    ):
+        done = subprocess.run(
+            [*COMMAND, "client", address[0], str(address[1]), "--timeout", "2"],
+            stdin=lines.stdout,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert lines.wait(timeout=30) == 0
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"".join(b"%d\n" % n for n in range(6))
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+
+
+@needs_ipv6
+def test_cli_serve_writes_an_ipv6_address_in_brackets() -> None:
+    proc = subprocess.Popen(
+        [*COMMAND, "serve", "--model", "select", "--host", "::1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=15)
+    assert re.fullmatch(r"listening on \[::1\]:[1-9][0-9]*\n", first), first
+
+
+@pytest.mark.parametrize(
+    ("host", "form"),
+    [
+        ("127.0.0.1", "HOST PORT"),
+        ("127.0.0.1", "HOST:PORT"),
+        pytest.param("::1", "[V6]:PORT", marks=needs_ipv6),
+        pytest.param("::1", "V6 PORT", marks=needs_ipv6),
+    ],
+)
+def test_cli_client_accepts_the_address_as_serve_prints_it(host: str, form: str) -> None:
+    with server_process("--model", "select", "--handler", "upper", "--host", host) as (
+        _,
+        (_, port),
+    ):
+        where = {
+            "HOST PORT": [host, str(port)],
+            "HOST:PORT": [f"{host}:{port}"],
+            "[V6]:PORT": [f"[{host}]:{port}"],
+            "V6 PORT": [host, str(port)],
+        }[form]
+        done = run("client", *where, stdin=b"pasted\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"PASTED\n"
+
+
+def in_a_private_network_namespace() -> list[str] | None:
+    """A command prefix that runs a program in a new network namespace, or None.
+
+    In there, the only interface is a loopback that is down: binding every interface
+    reaches no other machine, so the test stays on loopback as every test must.
+    """
+    prefix = ["unshare", "--net"] if IS_ROOT else ["unshare", "--user", "--map-root-user", "--net"]
+    if not shutil.which("unshare"):
+        return None
+    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30, check=False)
+    return prefix if probe.returncode == 0 else None
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [("0.0.0.0", True), pytest.param("::", True, marks=needs_ipv6), ("127.0.0.1", False)],
+)
+def test_cli_serve_on_every_interface_warns_on_stderr(host: str, warned: bool) -> None:
+    prefix = in_a_private_network_namespace()
+    if prefix is None:
+        pytest.skip("cannot make a private network namespace here (unshare refused)")
+    proc = subprocess.Popen(
+        [*prefix, *COMMAND, "serve", "--model", "thread", "--host", host],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+        finally:
+            proc.send_signal(signal.SIGTERM)  # unshare has become the server: no fork
+            _, err = proc.communicate(timeout=15)
+    assert first.startswith("listening on "), (first, err)
+    if not warned:
+        assert err == ""
+        return
+    shown = f"[{host}]" if ":" in host else host
+    (line,) = err.splitlines()
+    assert line == (
+        f"python -m tcpref serve: warning: listening on every interface ({shown}), so other "
+        "machines can connect, and the handler sends back whatever they send; "
+        "use --host 127.0.0.1 to stay on this machine"
+    )
 
 
 # -- out of file descriptors ------------------------------------------------------------
