@@ -32,6 +32,7 @@ import ipaddress
 import os
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,10 +68,21 @@ _TCP_MIN_HEADER = 20
 # Linux's socket option number for attaching a classic BPF filter (asm-generic).
 _SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 
-_PERMISSION_HINT = (
-    "Capturing packets needs the CAP_NET_RAW capability: run as root, or grant it "
-    "to the interpreter (setcap cap_net_raw+ep)."
-)
+
+def _permission_hint() -> str:
+    """What to do without CAP_NET_RAW, naming this interpreter by its real path.
+
+    A virtual environment's ``python`` is a link, and ``setcap`` acts on the file a
+    link points to (or refuses it), so the hint names that file.  A capability on the
+    interpreter holds for every script it runs, which the hint says as well.
+    """
+    interpreter = os.path.realpath(sys.executable)
+    return (
+        "Capturing packets needs the CAP_NET_RAW capability: run as root; or run it inside "
+        "a private network namespace: see tcpref.netns; or grant it to the interpreter with "
+        f"'setcap cap_net_raw+ep {interpreter}', and then every script that interpreter "
+        "runs has it."
+    )
 
 
 #: The flag bits of the TCP header's 13th byte: the codec's own enum, under the name
@@ -328,7 +340,7 @@ def _open_packet_socket(interface: str) -> socket.socket:
             exc.strerror or os.strerror(code),
             call="capture",
             address=interface,
-            hint=_PERMISSION_HINT,
+            hint=_permission_hint(),
         ) from exc
     except OSError as exc:
         raise translate(exc, call="capture", address=interface) from exc

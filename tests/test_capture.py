@@ -241,10 +241,14 @@ def test_packet_capture_without_cap_net_raw_names_it(monkeypatch: pytest.MonkeyP
         pass
     assert isinstance(raised.value, PermissionCallError)
     assert raised.value.errno == errno.EPERM
+    # The interpreter by its real path: a virtual environment's python is a link, and
+    # setcap refuses links.
+    interpreter = os.path.realpath(sys.executable)
     assert str(raised.value) == (
         "capture('lo'): [Errno 1] EPERM: Operation not permitted. Capturing packets needs "
-        "the CAP_NET_RAW capability: run as root, or grant it to the interpreter "
-        "(setcap cap_net_raw+ep)."
+        "the CAP_NET_RAW capability: run as root; or run it inside a private network "
+        f"namespace: see tcpref.netns; or grant it to the interpreter with 'setcap "
+        f"cap_net_raw+ep {interpreter}', and then every script that interpreter runs has it."
     )
 
 

@@ -558,9 +558,12 @@ def test_cli_trace_without_cap_net_raw_prints_one_line_and_exits_2() -> None:
         pytest.skip(f"the unprivileged child could not start: {done.stderr.splitlines()[-1]}")
     assert done.returncode == 2
     (line,) = done.stderr.splitlines()
+    interpreter = os.path.realpath(sys.executable)  # what setcap needs: not a link
     assert line == (
         "python -m tcpref: error: capture('lo'): [Errno 1] EPERM: Operation not permitted. "
-        "Capturing packets needs the CAP_NET_RAW capability: run as root, or grant it to "
-        "the interpreter (setcap cap_net_raw+ep)."
+        "Capturing packets needs the CAP_NET_RAW capability: run as root; or run it inside "
+        "a private network namespace: see tcpref.netns; or grant it to the interpreter with "
+        f"'setcap cap_net_raw+ep {interpreter}', and then every script that interpreter "
+        "runs has it."
     )
     assert done.stdout == ""
