@@ -69,6 +69,26 @@ def test_readme_site_command_says_where_the_site_is() -> None:
     assert "The site is at" in tox["testenv:docs"]["commands"]
 
 
+def test_readme_says_who_may_run_what_and_how_to_list_skips() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.partition("\n### Who may run what\n")[2].partition("\n#")[0]
+    assert section, "the README has no 'Who may run what' section"
+    assert "\n$ tox -e py -- -rs\n" in section  # a command to copy, not only a mention
+    for who in (
+        "**An ordinary user on Linux**",
+        "**Examples that capture packets**",
+        "**Root adds**",
+    ):
+        assert who in section, who
+    # The namespace it sends readers to exists, with the reasons it can be refused.
+    from tcpref import netns
+
+    assert "`tcpref.netns`" in section
+    assert callable(netns.unavailable_reason)
+    for refusal in ("apparmor_restrict_unprivileged_userns", "max_user_namespaces", "seccomp"):
+        assert refusal in section, refusal
+
+
 # -- running the first steps ------------------------------------------------------------
 
 
