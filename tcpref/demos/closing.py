@@ -24,22 +24,18 @@ name for "no connection at all".
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
-import json
 import os
 import select
 import socket
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from tcpref import wrap
+from tcpref import netns, wrap
 from tcpref.capture import flag_names, packet_capture, parse_ipv4_tcp
 from tcpref.kernel import Connection, connections, state_of, sysctls
 
@@ -512,17 +508,16 @@ def time_wait_timer(first: Side = "client") -> TimerReading:
         return _timer_of(_wait_for_entry(closer, other, "TIME_WAIT"))
 
 
-def _bring_up_loopback() -> None:
-    """Set IFF_UP on ``lo`` (a new network namespace starts with it down)."""
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH14x", b"lo", 0)
-        (flags,) = struct.unpack_from("H", fcntl.ioctl(sock, siocgifflags, request), 16)
-        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+def _timers_in_this_namespace(fin_timeout: int) -> FinTimeoutExperiment:
+    """The namespace child's half of :func:`fin_timeout_experiment`.
 
+    It sets ``tcp_fin_timeout`` of the network namespace it runs in, and never
+    restores it: the namespace ends with the child.
 
-def _timers_in_this_namespace(fin_timeout: int) -> dict[str, object]:
-    """The child's half of :func:`fin_timeout_experiment` (runs in the new namespace)."""
+    Raises:
+        OSError: if the setting cannot be written.
+        DemoError: if the kernel does not reach FIN_WAIT2 or TIME_WAIT in time.
+    """
     with open("/proc/sys/net/ipv4/tcp_fin_timeout", "w") as setting:
         setting.write(str(fin_timeout))
     with _connection() as pair:
@@ -531,19 +526,21 @@ def _timers_in_this_namespace(fin_timeout: int) -> dict[str, object]:
         fin_wait2 = _timer_of(_wait_for_entry(client_port, port, "FIN_WAIT2"))
         wrap.close(pair.server)
         time_wait = _timer_of(_wait_for_entry(client_port, port, "TIME_WAIT"))
-    return {
-        "fin_timeout": sysctls()["tcp_fin_timeout"].value,
-        "fin_wait2": fin_wait2.__dict__,
-        "time_wait": time_wait.__dict__,
-    }
+    value = sysctls()["tcp_fin_timeout"].value
+    if not isinstance(value, int):  # pragma: no cover (the kernel has just taken an int)
+        raise DemoError(f"tcp_fin_timeout reads back as {value!r}")
+    return FinTimeoutExperiment(fin_timeout=value, fin_wait2=fin_wait2, time_wait=time_wait)
 
 
 def fin_timeout_experiment(fin_timeout: int = 5) -> FinTimeoutExperiment:
     """Set ``tcp_fin_timeout``, then read the FIN_WAIT2 and TIME_WAIT timers.
 
-    The setting is changed only inside a new network namespace, made by a child
-    process for the purpose, so the machine's own setting is never touched.
-    It needs root (CAP_SYS_ADMIN for the namespace).
+    The setting is changed only inside a private network namespace, made for the
+    purpose by :func:`tcpref.netns.run`, so the machine's own setting is never
+    touched, and any user may run it: inside the namespace an ordinary user holds
+    CAP_NET_ADMIN over it, which writing the setting needs.  Called inside another
+    such namespace, it makes one of its own within it, and leaves the caller's
+    setting alone too.
 
     Args:
         fin_timeout: The value to set, in seconds (1-59, so that it differs from
@@ -552,54 +549,17 @@ def fin_timeout_experiment(fin_timeout: int = 5) -> FinTimeoutExperiment:
     Raises:
         TypeError: if ``fin_timeout`` is not an int.
         ValueError: if it is outside 1-59.
-        PermissionError: without the privilege to create a network namespace.
-        DemoError: if the child fails or does not answer in time.
+        NamespaceUnavailableError: if no network namespace can be made here; the
+            message says why.
+        DemoError: if the kernel does not reach FIN_WAIT2 or TIME_WAIT in time.
+        TimeoutError: if the namespace child does not finish in time.
+        NamespaceChildError: if the namespace child dies without an answer.
     """
     if isinstance(fin_timeout, bool) or not isinstance(fin_timeout, int):
         raise TypeError(f"fin_timeout must be an int, not {fin_timeout!r}")
     if not 1 <= fin_timeout <= 59:
         raise ValueError(f"fin_timeout must be in range 1-59, not {fin_timeout!r}")
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns, always _exit()s
-        code = 1
-        try:
-            os.close(read_end)
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
-                number = ctypes.get_errno()
-                answer: dict[str, object] = {"errno": number, "error": os.strerror(number)}
-            else:
-                _bring_up_loopback()
-                answer = _timers_in_this_namespace(fin_timeout)
-                code = 0
-        except BaseException as exc:  # report anything to the parent, never raise
-            answer = {"errno": None, "error": repr(exc)}
-        try:
-            os.write(write_end, json.dumps(answer).encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 4 * DEADLINE_SECONDS)
-        text = os.read(read_end, 65536) if ready else b""
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)  # the child exits right after writing
-    if not text:
-        raise DemoError("the namespace child did not answer")
-    result: dict[str, Any] = json.loads(text)
-    if "error" in result:
-        if result["errno"] in (errno.EPERM, errno.EACCES):
-            raise PermissionError(
-                result["errno"], f"unshare(CLONE_NEWNET): {result['error']} (needs root)"
-            )
-        raise DemoError(f"the namespace child failed: {result['error']}")
-    return FinTimeoutExperiment(
-        fin_timeout=result["fin_timeout"],
-        fin_wait2=TimerReading(**result["fin_wait2"]),
-        time_wait=TimerReading(**result["time_wait"]),
-    )
+    return netns.run(_timers_in_this_namespace, fin_timeout, timeout=4 * DEADLINE_SECONDS)
 
 
 def max_connection_rate(port_range: tuple[int, int], time_wait_seconds: float = 60.0) -> float:
