@@ -15,8 +15,10 @@ Both runners take their settings from this file, so they cannot disagree:
 from __future__ import annotations
 
 import doctest
+import faulthandler
 import os
 import re
+import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -63,17 +65,44 @@ def skip_reason(condition: str) -> str:
 
 
 GLOBAL_SETUP = """\
-import faulthandler as _faulthandler
 import doctest_env as _doctest_env
 from doctest_env import ON_LINUX, IS_ROOT, NETNS
-_faulthandler.dump_traceback_later(_doctest_env.PAGE_TIMEOUT_SECONDS, exit=True)
+_doctest_env.start_page_watchdog()
 _doctest_env_before = _doctest_env.ResourceSnapshot.take()
 """
 
 GLOBAL_CLEANUP = """\
-_faulthandler.cancel_dump_traceback_later()
+_doctest_env.stop_page_watchdog()
 _doctest_env.ResourceSnapshot.take().check_no_leaks_since(_doctest_env_before)
 """
+
+#: False under pytest, whose pytest-timeout already bounds every example (with SIGALRM).
+PAGE_WATCHDOG = True
+
+
+def _page_timed_out(signum: int, frame: object) -> None:
+    faulthandler.dump_traceback(all_threads=True)
+    print(f"a page ran longer than {PAGE_TIMEOUT_SECONDS:g} s: stopped", file=sys.stderr)
+    os._exit(1)
+
+
+def start_page_watchdog() -> None:
+    """Dump every thread's stack and exit if the page runs past PAGE_TIMEOUT_SECONDS.
+
+    The watchdog is a timer signal, not faulthandler's watchdog thread: a page that
+    forks (a fork server, a namespace) must fork a process with one thread, or Python
+    3.12 and newer rightly warn that the child may deadlock.
+    """
+    if PAGE_WATCHDOG and hasattr(signal, "setitimer"):
+        signal.signal(signal.SIGALRM, _page_timed_out)
+        signal.setitimer(signal.ITIMER_REAL, PAGE_TIMEOUT_SECONDS)
+
+
+def stop_page_watchdog() -> None:
+    """Cancel the page's watchdog and put back the default SIGALRM handler."""
+    if PAGE_WATCHDOG and hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 class ResourceLeakError(AssertionError):

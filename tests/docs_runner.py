@@ -99,6 +99,11 @@ def refuse_unsupported(document: Document) -> Iterable[Region]:
     return ()
 
 
+# Under pytest, pytest-timeout bounds every example with SIGALRM: the page watchdog,
+# another SIGALRM timer, would replace its handler.
+doctest_env.PAGE_WATCHDOG = False
+
+
 def page_setup(namespace: dict[str, Any]) -> None:
     exec(doctest_env.GLOBAL_SETUP, namespace)
 
