@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import importlib.metadata
+import re
 import tomllib
 from pathlib import Path
 
@@ -39,3 +41,33 @@ def test_packaging_installed_distribution_holds_every_module() -> None:
     source = {path.relative_to(ROOT).as_posix() for path in (ROOT / "tcpref").rglob("*.py")}
     assert source - installed == set()
     assert "tcpref/py.typed" in installed
+
+
+def tested_versions_in_tox() -> set[str]:
+    """The X.Y of every pyXY environment that plain `tox` runs."""
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini", encoding="utf-8")
+    env_list = tox["tox"]["env_list"]
+    digits = re.search(r"\bpy3\{([\d,]+)\}", env_list)
+    assert digits, env_list
+    return {f"3.{minor}" for minor in digits.group(1).split(",")}
+
+
+def test_packaging_classifiers_name_exactly_the_tested_pythons() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    prefix = "Programming Language :: Python :: "
+    classified = {
+        c.removeprefix(prefix) for c in config["project"]["classifiers"] if c.startswith(prefix)
+    }
+    versions = {v for v in classified if v.count(".") == 1}
+    tested = tested_versions_in_tox()
+    assert versions == tested
+    assert config["project"]["requires-python"] == f">={min(tested, key=lambda v: int(v[2:]))}"
+
+
+def test_packaging_ci_runs_every_tested_python() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    listed = re.search(r"^versions=\(([^)]*)\)", ci, re.MULTILINE)
+    assert listed, "versions=(...) not found in .ci/run"
+    assert set(listed.group(1).split()) == tested_versions_in_tox()
+    assert "--skip-missing-interpreters false" in ci
