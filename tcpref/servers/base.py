@@ -13,7 +13,8 @@ The defences live here, once:
 * at most ``max_connections`` connections are served at once; the server simply
   does not ``accept`` while it is full, so further clients wait in the kernel's
   accept queue (and, once that is full, their SYNs go unanswered);
-* a connection that gets no reply for ``idle_timeout`` seconds is closed;
+* a connection that gets no reply for ``idle_timeout`` seconds is closed, even
+  one that connected before serving started;
 * running out of file descriptors (EMFILE, ENFILE) makes the accept loop back off,
   5 ms doubling up to 1 s as Go's net/http does, instead of spinning;
 * ``stop()`` refuses new connections at once, lets in-flight ones finish for
@@ -73,7 +74,9 @@ class BaseServer:
         max_connections: Connections served at once; further clients wait.
         idle_timeout: Seconds a connection may go without a reply before it is
             closed.  A client that sends nothing, or trickles bytes that never
-            complete a request, is closed after this long.
+            complete a request, is closed after this long.  The clock starts when
+            the server accepts the connection, so this covers a client that
+            connected before serving began, or waited while the server was full.
         grace: Seconds that :meth:`stop` lets in-flight connections finish.
         backlog: The accept queue's length (Linux caps it at ``somaxconn``).
 
@@ -120,8 +123,7 @@ class BaseServer:
         self._serving_thread: int | None = None
         self._backoff = 0.0
 
-    @staticmethod
-    def _open_listener(address: tuple[str, int], backlog: int) -> socket.socket:
+    def _open_listener(self, address: tuple[str, int], backlog: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET
         sock = wrap.tcp_socket(family)
         try:
@@ -129,11 +131,28 @@ class BaseServer:
             # sit in TIME_WAIT; see docs/concepts/errors.md.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             wrap.bind(sock, address)
+            self._prepare_listener(sock)
             wrap.listen(sock, backlog)
         except BaseException:
             sock.close()
             raise
         return sock
+
+    def _prepare_listener(self, sock: socket.socket) -> None:
+        """Set the options every connection takes from the listener; runs before listen().
+
+        From ``listen()`` on, the kernel completes handshakes by itself, and Linux
+        copies the listener's socket options into each connection as its handshake
+        completes, not when ``accept()`` takes it from the queue.  A server listens
+        (and ``python -m tcpref serve`` prints its address) before it serves, so an
+        option set on the listener when serving starts would miss every client
+        that connected in between.  Models override this, as ``socketserver``'s
+        subclasses override ``server_bind``.  It runs inside ``__init__``, before
+        the model's own attributes exist.  The base sets nothing.
+
+        Raises:
+            OSError: if the kernel refuses an option.
+        """
 
     # -- the lifecycle --------------------------------------------------------------
 
@@ -257,9 +276,11 @@ def serve_connection(
     a request that never completes is closed too.
 
     The fork and thread servers set those options once, on their listener, with
-    :func:`set_idle_timeout`: Linux, like the BSDs, copies a listener's socket
-    options to every connection it accepts.  They pass ``has_idle_timeout=True``,
-    and this function skips the two system calls that would set them again.
+    :func:`set_idle_timeout`, before it listens: Linux, like the BSDs, copies a
+    listener's socket options into each connection as its handshake completes, so
+    every connection has them, however early it arrived (see
+    ``BaseServer._prepare_listener``).  They pass ``has_idle_timeout=True``, and
+    this function skips the two system calls that would set them again.
     """
     try:
         with conn:
@@ -311,8 +332,10 @@ def set_idle_timeout(sock: socket.socket, seconds: float) -> None:
     """Make blocking reads and writes on ``sock`` fail with EAGAIN after ``seconds``.
 
     Sets the kernel's ``SO_RCVTIMEO`` and ``SO_SNDTIMEO``.  Set on a listening
-    socket, they are inherited by every connection it accepts (on Linux and the
-    BSDs, which copy a listener's socket options to its connections).
+    socket, they are inherited by its connections (on Linux and the BSDs, which
+    copy a listener's socket options to its connections), but only by those whose
+    handshake completes afterwards: set them before ``listen()``, or connections
+    already waiting in the accept queue go without.
 
     Raises:
         OSError: if the kernel refuses the options.

@@ -85,13 +85,16 @@ class ForkServer(BaseServer):
         """
         return frozenset(self._children)
 
+    def _prepare_listener(self, sock: socket.socket) -> None:
+        # The children serve with blocking calls, which the kernel's idle timeout
+        # bounds.  Each connection inherits it from the listener (see
+        # serve_connection), if it is set before listen(): see the base class.
+        set_idle_timeout(sock, self.idle_timeout)
+
     def _serve(self) -> None:
         # Found once here rather than in every child (it is one more system call):
         # each child closes every descriptor it inherited below this bound.
         self._max_fd = os.sysconf("SC_OPEN_MAX")
-        # The children serve with blocking calls; the connections they get inherit
-        # the idle timeout from the listener (see serve_connection).
-        set_idle_timeout(self.listener, self.idle_timeout)
         previous = self._install_sigchld_handler()
         try:
             while not self.stopping:

@@ -34,10 +34,13 @@ class ThreadServer(BaseServer):
         self._workers: dict[threading.Thread, socket.socket] = {}
         self._changed = threading.Condition()
 
+    def _prepare_listener(self, sock: socket.socket) -> None:
+        # The workers serve with blocking calls, which the kernel's idle timeout
+        # bounds.  Each connection inherits it from the listener (see
+        # serve_connection), if it is set before listen(): see the base class.
+        set_idle_timeout(sock, self.idle_timeout)
+
     def _serve(self) -> None:
-        # The workers serve with blocking calls; the connections they get inherit
-        # the idle timeout from the listener (see serve_connection).
-        set_idle_timeout(self.listener, self.idle_timeout)
         while not self.stopping:
             if not self._wait_for_free_slot():
                 continue
