@@ -3,8 +3,11 @@
 ``serve`` runs one of the three server models in the foreground.  Its first line on
 stdout is ``listening on HOST:PORT`` (``[V6]:PORT`` for IPv6), flushed at once, so a
 script (or a test) can start it with port 0 and read the port back.  Listening on
-every interface (``0.0.0.0`` or ``::``) prints a warning on stderr.  SIGINT and
-SIGTERM stop it gracefully, and it exits 0.
+every interface (``0.0.0.0`` or ``::``) prints a warning on stderr.  SIGINT
+(Ctrl-C) and SIGTERM stop it gracefully: it stops accepting, prints how many
+connections it waits for and for how long (``--grace``), and lets them finish; a
+second signal cuts them at once.  Its last line says how many connections finished
+and how many were cut.  It exits 0 if none was cut, and 3 if any was.
 
 ``client`` connects, sends its standard input, half-closes, and prints every reply
 until the server closes.  It takes the server's address as ``HOST PORT``, or as
@@ -50,6 +53,8 @@ from tcpref.servers import HANDLERS, MODELS
 __all__ = ["main"]
 
 USAGE_ERROR = 2
+#: ``serve``'s exit status when its stop had to cut connections that were still open.
+CONNECTIONS_CUT = 3
 #: What ``recv`` and ``os.read`` are asked for at most, in bytes.
 _CHUNK = 64 * 1024
 # The addresses that mean "every interface" once the kernel has bound them.
@@ -158,7 +163,10 @@ examples:
 _SERVE_DESCRIPTION = """\
 Run a server in the foreground until Ctrl-C (SIGINT) or SIGTERM.
 Its first line on stdout is 'listening on HOST:PORT'.
-Exit status: 0 after a graceful stop, 2 on bad arguments or a failure to start."""
+On Ctrl-C it stops accepting and lets open connections finish for up to --grace
+seconds; a second Ctrl-C cuts them at once.
+Exit status: 0 after a stop that cut no connection, 3 if it cut any, 2 on bad
+arguments or a failure to start."""
 
 _CLIENT_DESCRIPTION = """\
 Connect to a server, send it standard input, half-close the connection, and
@@ -237,7 +245,7 @@ def _add_serve(commands: Any) -> None:
         type=_seconds,
         default=5.0,
         metavar="SECONDS",
-        help="when stopped, let open connections finish for up to this long, then close "
+        help="when stopped, let open connections finish for up to this long, then cut "
         "them (default: %(default)g)",
     )
 
@@ -296,7 +304,7 @@ def _add_trace(commands: Any) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run the server in the foreground until a signal stops it."""
+    """Run the server in the foreground until a signal stops it; return the exit status."""
     server = MODELS[args.model](
         (args.host, args.port),
         HANDLERS[args.handler],
@@ -304,18 +312,43 @@ def serve(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
         grace=args.grace,
     )
+    signals = 0
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        server.stop()
+        # Only flags are set here: printing from a signal handler could break into a
+        # print of the main thread's own.  The server announces the stop itself.
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            server.stop()
+        else:
+            server.cut_now()  # a second Ctrl-C: the user will not wait any longer
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    server.on_stopping = _announce_stop
     print(f"listening on {format_address(server.address)}", flush=True)
     print(f"model={args.model} handler={args.handler}", flush=True)
     if server.address[0] in _EVERY_INTERFACE:
         _warn_every_interface(server.address[0])
     server.serve_forever()
-    return 0
+    waited_for, cut = server.stop_outcome or (0, 0)
+    finished = _count(waited_for - cut, "connection")
+    print(f"stopped: {finished} finished, {cut} cut", flush=True)
+    return CONNECTIONS_CUT if cut else 0
+
+
+def _announce_stop(open_connections: int, grace: float) -> None:
+    """Say what the stop waits for; the server calls this as its grace period begins."""
+    if open_connections == 0:
+        print("stopping: no connection to wait for", flush=True)
+        return
+    them = "it" if open_connections == 1 else "them"
+    print(
+        f"stopping: waiting up to {grace:g} s for {_count(open_connections, 'connection')} "
+        f"to finish; Ctrl-C again to cut {them} now",
+        flush=True,
+    )
 
 
 def _warn_every_interface(host: str) -> None:

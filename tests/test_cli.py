@@ -8,6 +8,7 @@ import os
 import pwd
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -38,12 +39,13 @@ def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
 @contextlib.contextmanager
 def server_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], tuple[str, int]]]:
     """Start ``python -m tcpref serve ARGS``; yield it and its address; always stop it."""
+    # Unbuffered, so that next_line can wait on the pipe itself.
     proc = subprocess.Popen(
-        [*COMMAND, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*COMMAND, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
     )
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline().decode()
+        first = next_line(proc.stdout).decode()
         assert first.startswith("listening on "), first
         host, _, port = first.removeprefix("listening on ").strip().rpartition(":")
         yield proc, (host.strip("[]"), int(port))  # [::1]:PORT for IPv6
@@ -58,6 +60,22 @@ def server_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], tuple[
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def next_line(stream: Any, timeout: float = 15) -> bytes:
+    """Read one line from an unbuffered pipe, waiting ``timeout`` seconds at most in all."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    # Ends: each pass reads one byte, or meets the end of the stream or the deadline.
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([stream], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            raise TimeoutError(f"no whole line within {timeout} s, only {line!r}")
+        byte = stream.read(1)
+        if not byte:
+            break
+        line += byte
+    return line
 
 
 def echo_once(address: tuple[str, int], payload: bytes, timeout: float = 5) -> bytes:
@@ -232,6 +250,61 @@ def test_cli_serve_stops_gracefully_on_signal_and_exits_0(model: str, sig: int) 
         assert proc.wait(timeout=15) == 0
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(address, timeout=5).close()
+        assert proc.stdout is not None
+        *_, last = proc.stdout.read().decode().splitlines()
+    # The client has its reply, but the server may not have seen its close yet.
+    assert re.fullmatch(r"stopped: [01] connections? finished, 0 cut", last), last
+
+
+@contextlib.contextmanager
+def served_client(address: tuple[str, int]) -> Iterator[socket.socket]:
+    """A client that the server is serving (it has had a reply), and stays connected."""
+    with socket.create_connection(address, timeout=15) as client:
+        client.sendall(b"hi")
+        assert client.recv(10) == b"hi"
+        yield client
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_cli_serve_ctrl_c_says_what_it_waits_for_then_what_it_did(model: str) -> None:
+    with server_process("--model", model, "--grace", "30") as (proc, address):
+        assert proc.stdout is not None
+        next_line(proc.stdout)  # model=... handler=...
+        with served_client(address) as client:
+            proc.send_signal(signal.SIGINT)
+            assert next_line(proc.stdout) == (
+                b"stopping: waiting up to 30 s for 1 connection to finish; "
+                b"Ctrl-C again to cut it now\n"
+            )
+            client.sendall(b"still served")  # during the grace period
+            assert client.recv(20) == b"still served"
+        # The client has gone: the server stops without waiting out the 30 s.
+        assert proc.wait(timeout=15) == 0
+        rest = proc.stdout.read()
+    assert rest == b"stopped: 1 connection finished, 0 cut\n"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("ending", ["second Ctrl-C", "grace runs out"])
+def test_cli_serve_stop_that_cuts_connections_says_so_and_exits_3(model: str, ending: str) -> None:
+    grace = "60" if ending == "second Ctrl-C" else "0.5"
+    with server_process("--model", model, "--grace", grace) as (proc, address):
+        assert proc.stdout is not None
+        next_line(proc.stdout)  # model=... handler=...
+        with served_client(address) as client, served_client(address) as other:
+            proc.send_signal(signal.SIGINT)
+            stopping = next_line(proc.stdout)  # the stop has begun
+            if ending == "second Ctrl-C":
+                proc.send_signal(signal.SIGINT)
+            # Well before 60 s: the second Ctrl-C does not wait out the grace period.
+            status = proc.wait(timeout=15)
+            assert client.recv(10) == b""  # cut: the server closed the connection
+            assert other.recv(10) == b""
+        rest = proc.stdout.read()
+    assert stopping.startswith(b"stopping: waiting up to %s s for 2 connections" % grace.encode())
+    assert stopping.endswith(b"; Ctrl-C again to cut them now\n")
+    assert rest == b"stopped: 0 connections finished, 2 cut\n"
+    assert status == 3
 
 
 def test_cli_client_sends_stdin_and_prints_the_replies() -> None:

@@ -5,7 +5,13 @@
 ['fork', 'select', 'thread']
 """
 
-from tcpref.servers.base import BaseServer, HandlerFactory, running, serve_connection
+from tcpref.servers.base import (
+    BaseServer,
+    HandlerFactory,
+    StopOutcome,
+    running,
+    serve_connection,
+)
 from tcpref.servers.fork_server import ForkServer
 from tcpref.servers.handlers import Echo, Handler, LineHandler, LineUpper, Upper
 from tcpref.servers.select_server import SelectServer
@@ -22,6 +28,7 @@ __all__ = [
     "LineHandler",
     "LineUpper",
     "SelectServer",
+    "StopOutcome",
     "ThreadServer",
     "Upper",
     "running",

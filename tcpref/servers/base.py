@@ -18,7 +18,8 @@ The defences live here, once:
 * running out of file descriptors (EMFILE, ENFILE) makes the accept loop back off,
   5 ms doubling up to 1 s as Go's net/http does, instead of spinning;
 * ``stop()`` refuses new connections at once, lets in-flight ones finish for
-  ``grace`` seconds, then closes them.
+  ``grace`` seconds, then closes them; ``cut_now()`` ends that wait early, and
+  ``stop_outcome`` says how many connections finished and how many were cut.
 """
 
 from __future__ import annotations
@@ -31,13 +32,20 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from tcpref import wrap
 from tcpref.errors import format_address, translate
 from tcpref.servers.handlers import Echo, Handler
 
-__all__ = ["BaseServer", "HandlerFactory", "running", "serve_connection", "set_idle_timeout"]
+__all__ = [
+    "BaseServer",
+    "HandlerFactory",
+    "StopOutcome",
+    "running",
+    "serve_connection",
+    "set_idle_timeout",
+]
 
 #: Makes a new handler for each connection, for example a handler class.
 HandlerFactory = Callable[[], Handler]
@@ -60,6 +68,25 @@ def _check_positive(name: str, value: object, kind: type = float) -> None:
         raise TypeError(f"{name} must be a {kind.__name__}, not {value!r}")
     if not value > 0:
         raise ValueError(f"{name} must be > 0, not {value!r}")
+
+
+class StopOutcome(NamedTuple):
+    """What a stop did to the connections that were open when its grace period began.
+
+    >>> outcome = StopOutcome(waited_for=3, cut=1)
+    >>> outcome.finished
+    2
+    """
+
+    #: Connections still open when the server stopped accepting.
+    waited_for: int
+    #: Of those, the ones still open when the grace period ended, which the server closed.
+    cut: int
+
+    @property
+    def finished(self) -> int:
+        """The connections that finished by themselves within the grace period."""
+        return self.waited_for - self.cut
 
 
 class BaseServer:
@@ -115,7 +142,15 @@ class BaseServer:
         #: The address the server listens on, with the port the kernel chose.
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
         self._stop_requested = threading.Event()
+        self._cut_requested = threading.Event()  # cut_now(): the grace period is over
         self._finished = threading.Event()
+        #: Called in the serving thread as the grace period begins, with the number of
+        #: connections still open and the grace in seconds; None calls nothing.
+        self.on_stopping: Callable[[int, float], None] | None = None
+        #: How the stop went, once serve_forever() has stopped serving; None before,
+        #: and for a server stopped before it ever served.
+        self.stop_outcome: StopOutcome | None = None
+        self._waited_for = 0
         # Guards the start of serving against stop().  Reentrant, because stop() may
         # run in a signal handler that interrupted this very thread while it held it.
         self._lock = threading.RLock()
@@ -178,7 +213,9 @@ class BaseServer:
         """Stop serving, gracefully.
 
         New connections are refused at once; connections in progress get
-        ``grace`` seconds to finish, then are closed.  Called from another thread,
+        ``grace`` seconds to finish, then are closed (:meth:`cut_now` closes them
+        sooner; :attr:`on_stopping` hears when the wait begins, and
+        :attr:`stop_outcome` says how it ended).  Called from another thread,
         it waits until the server has finished.  It is safe to call from a signal
         handler, and to call more than once.
         """
@@ -195,6 +232,18 @@ class BaseServer:
             self._finished.set()
         elif self._serving_thread != threading.get_ident():
             self._finished.wait(self.grace + 10)
+
+    def cut_now(self) -> None:
+        """Stop at once: close the connections still open instead of waiting for them.
+
+        It calls :meth:`stop` if that has not been called yet, and ends the grace
+        period early if it has, for example on a second Ctrl-C.  The connections cut
+        are counted in :attr:`stop_outcome`.  Like :meth:`stop`, it is safe to call
+        from a signal handler and more than once, and called from another thread it
+        waits until the server has finished.
+        """
+        self._cut_requested.set()
+        self.stop()
 
     @property
     def stopping(self) -> bool:
@@ -214,6 +263,31 @@ class BaseServer:
 
     def _wake(self) -> None:
         """Wake the serving loop so that it notices a stop; models may override."""
+
+    def _begin_grace(self, open_connections: int) -> float:
+        """Start the grace period, once accepting has ended; return its deadline.
+
+        Models call this with the number of connections still open, and then wait
+        while :meth:`_grace_left` is above 0.
+
+        Raises:
+            Exception: whatever :attr:`on_stopping` raises.
+        """
+        deadline = time.monotonic() + self.grace
+        self._waited_for = open_connections
+        if self.on_stopping is not None:
+            self.on_stopping(open_connections, self.grace)
+        return deadline
+
+    def _grace_left(self, deadline: float) -> float:
+        """Seconds left until ``deadline``: 0 once it has passed or :meth:`cut_now` ran."""
+        if self._cut_requested.is_set():
+            return 0.0
+        return max(deadline - time.monotonic(), 0.0)
+
+    def _end_grace(self, cut: int) -> None:
+        """Record how the stop went: ``cut`` connections were still open at its end."""
+        self.stop_outcome = StopOutcome(self._waited_for, cut)
 
     def _accept(self) -> tuple[socket.socket, Any] | None:
         """Wait up to ``poll_interval`` for a connection; ``None`` if none came.

@@ -186,11 +186,14 @@ class ForkServer(BaseServer):
 
     def _finish_children(self) -> None:
         """Give children ``grace`` seconds, then SIGTERM, then SIGKILL; reap them all."""
-        deadline = time.monotonic() + self.grace
-        # Ends: bounded by the deadline.
-        while self._children and time.monotonic() < deadline:
+        self.reap()  # count only the children still serving
+        deadline = self._begin_grace(len(self._children))
+        # Ends: bounded by the deadline, which cut_now() brings forward.
+        while self._children and self._grace_left(deadline) > 0:
             self.reap()
             time.sleep(0.01)
+        self.reap()
+        self._end_grace(cut=len(self._children))
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in list(self._children):
                 with contextlib.suppress(ProcessLookupError):

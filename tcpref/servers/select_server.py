@@ -89,7 +89,7 @@ class SelectServer(BaseServer):
         self._selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
         try:
             self._loop_until_stopped()
-            self._loop_until_drained(deadline=time.monotonic() + self.grace)
+            self._loop_until_drained()
         finally:
             for conn in list(self._connections.values()):
                 self._close(conn)
@@ -103,11 +103,14 @@ class SelectServer(BaseServer):
             self._update_listening()
             self._run_once()
 
-    def _loop_until_drained(self, deadline: float) -> None:
-        """After stop(): no more accepts; serve what is open until done or deadline."""
+    def _loop_until_drained(self) -> None:
+        """After stop(): no more accepts; serve what is open until done or grace ends."""
         self._set_listening(False)
-        while self._connections and time.monotonic() < deadline:
+        deadline = self._begin_grace(len(self._connections))
+        # Ends: by the deadline, which cut_now() brings forward (it wakes select()).
+        while self._connections and self._grace_left(deadline) > 0:
             self._run_once(limit=deadline)
+        self._end_grace(cut=len(self._connections))  # closed by _serve, just after
 
     def _run_once(self, limit: float | None = None) -> None:
         """Wait for readiness (or the next deadline), then handle what is ready."""

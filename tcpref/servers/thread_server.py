@@ -88,9 +88,15 @@ class ThreadServer(BaseServer):
 
     def _finish_workers(self) -> None:
         """Let workers finish for ``grace`` seconds, then wake the rest and join them."""
+        deadline = self._begin_grace(len(self._workers))
         with self._changed:
-            self._changed.wait_for(lambda: not self._workers, timeout=self.grace)
+            # Ends: by the deadline, which cut_now() brings forward.  Each worker that
+            # finishes notifies; the timeout lets a cut_now() from a signal handler,
+            # which must not take this lock, be seen within poll_interval.
+            while self._workers and (left := self._grace_left(deadline)) > 0:
+                self._changed.wait(min(left, self.poll_interval))
             leftover = list(self._workers.items())
+        self._end_grace(cut=len(leftover))
         for _, conn in leftover:
             # shutdown() wakes a worker blocked in recv (it reads b"") or sendall.
             with contextlib.suppress(OSError):
