@@ -256,12 +256,21 @@ def test_cli_serve_stops_gracefully_on_signal_and_exits_0(model: str, sig: int) 
     assert re.fullmatch(r"stopped: [01] connections? finished, 0 cut", last), last
 
 
+def round_trip(client: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` to an echo server and read back as many bytes, or up to its close."""
+    client.sendall(data)
+    reply = b""
+    # Ends: each pass reads at least a byte, or meets the end of stream (or the timeout).
+    while len(reply) < len(data) and (chunk := client.recv(len(data) - len(reply))):
+        reply += chunk
+    return reply
+
+
 @contextlib.contextmanager
 def served_client(address: tuple[str, int]) -> Iterator[socket.socket]:
     """A client that the server is serving (it has had a reply), and stays connected."""
     with socket.create_connection(address, timeout=15) as client:
-        client.sendall(b"hi")
-        assert client.recv(10) == b"hi"
+        assert round_trip(client, b"hi") == b"hi"
         yield client
 
 
@@ -276,8 +285,7 @@ def test_cli_serve_ctrl_c_says_what_it_waits_for_then_what_it_did(model: str) ->
                 b"stopping: waiting up to 30 s for 1 connection to finish; "
                 b"Ctrl-C again to cut it now\n"
             )
-            client.sendall(b"still served")  # during the grace period
-            assert client.recv(20) == b"still served"
+            assert round_trip(client, b"still served") == b"still served"  # during the grace
         # The client has gone: the server stops without waiting out the 30 s.
         assert proc.wait(timeout=15) == 0
         rest = proc.stdout.read()
