@@ -7,8 +7,9 @@ Two directives, both drawn by :mod:`tcpref.diagrams` from the code itself:
   ``:absolute:`` labels absolute sequence numbers instead of relative ones.
 * ``captured-sequence-diagram``: its argument names a live exchange
   (``handshake-and-teardown``) that the build runs on loopback while capturing
-  it.  That needs Linux and CAP_NET_RAW; a build without them shows, in place of
-  the diagram, one sentence saying so.
+  it, in a private network namespace (:func:`tcpref.netns.run`) where any user
+  holds the CAP_NET_RAW a capture needs.  A build where no such namespace can be
+  made shows, in place of the diagram, one sentence saying why.
 * ``state-diagram``: the state table.  ``:events: main`` (the default) leaves out
   resets and retransmission limits, ``:events: failures`` draws only those, and
   ``:events: all`` draws everything.
@@ -19,8 +20,6 @@ builders (doctest, linkcheck) get nothing: the diagrams hold no examples.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any, ClassVar
 
 from docutils import nodes
@@ -28,6 +27,7 @@ from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
+from tcpref import netns
 from tcpref.demos.exchanges import handshake_and_teardown
 from tcpref.diagrams import capture_diagram, sequence_diagram, state_diagram
 from tcpref.scenarios import SCENARIOS, run_scenario
@@ -87,17 +87,17 @@ class CapturedSequenceDiagram(SphinxDirective):
         name = self.arguments[0]
         if name not in _LIVE_EXCHANGES:
             raise self.error(f"no live exchange {name!r}; there are {sorted(_LIVE_EXCHANGES)}")
-        if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        unavailable = netns.unavailable_reason()
+        if unavailable is not None:
             reason = (
-                "This build could not draw the captured version of this exchange: "
-                "capturing on loopback needs Linux and the CAP_NET_RAW capability "
-                "(build the site as root to see it)."
+                "This build could not draw the captured version of this exchange, "
+                f"which is captured on loopback in a private network namespace: {unavailable}."
             )
             return [nodes.note("", nodes.paragraph("", reason))]
         from tcpref.capture import capture_exchange
 
         script, count = _LIVE_EXCHANGES[name]
-        exchange = capture_exchange(script, count=count, timeout=3.0)
+        exchange = netns.run(lambda: capture_exchange(script, count=count, timeout=3.0))
         svg = capture_diagram(
             exchange.entries,
             exchange.client_isn,

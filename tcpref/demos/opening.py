@@ -545,7 +545,8 @@ class SimultaneousOpen:
         errors: Their pending errors (``SO_ERROR``) afterwards.
         listeners: Listening sockets on either port: none.
         segments: The segments on the wire, as ``'a>b SYN'``, when captured
-            (root only); ``None`` otherwise.
+            (with CAP_NET_RAW, as in a namespace of :mod:`tcpref.netns`);
+            ``None`` otherwise.
     """
 
     first_connect: str
@@ -619,7 +620,7 @@ def simultaneous_open(*, capture: bool = False) -> SimultaneousOpen:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-# == Segments on the wire (root) =======================================================
+# == Segments on the wire (CAP_NET_RAW) ================================================
 
 
 def _read_segments(
