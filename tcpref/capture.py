@@ -57,6 +57,7 @@ __all__ = [
     "initial_sequence_numbers",
     "packet_capture",
     "parse_ipv4_tcp",
+    "receive_segment",
     "tcp_port_filter",
     "trace_port",
 ]
@@ -595,6 +596,39 @@ def _decode_or_none(packet: bytes) -> AddressedSegment | None:
         return decode_ipv4_segment(packet)
     except ValueError:
         return None  # somebody else's malformed packet is not ours to judge
+
+
+def receive_segment(
+    capture: socket.socket, timeout: float
+) -> tuple[float, AddressedSegment] | None:
+    """Wait up to ``timeout`` seconds for the next TCP segment a capture holds.
+
+    This is the step :func:`collect_segments` repeats, for a program that must act
+    on each segment as it comes (:class:`tcpref.faults.LossInjector` does).
+
+    Returns:
+        When the kernel saw the segment (seconds on the wall clock, ``time.time()``'s
+        scale) and the segment with its addresses; or ``None`` if none came in time.
+        Packets that are not IPv4 TCP are skipped.
+
+    Raises:
+        TypeError: if ``capture`` is not a socket or ``timeout`` not a number.
+        ValueError: if ``timeout`` is not positive and finite.
+        SocketCallError: if reading from ``capture`` fails.
+    """
+    if not isinstance(capture, socket.socket):
+        raise TypeError(f"capture must be a socket from packet_capture(), not {capture!r}")
+    deadline = time.monotonic() + _check_seconds("timeout", timeout)
+    previous_timeout = capture.gettimeout()
+    try:
+        # Ends: each pass reads a packet or returns at the deadline (see _receive).
+        while (received := _receive(capture, deadline)) is not None:
+            found = _decode_or_none(received[1])
+            if found is not None:
+                return received[0] / 1e9, found
+        return None
+    finally:
+        capture.settimeout(previous_timeout)
 
 
 def _check_address(name: str, address: object) -> tuple[str, int]:
