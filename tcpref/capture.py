@@ -8,13 +8,16 @@ the same format as the simulator's traces (:mod:`tcpref.trace`).  It has two lay
   TCP header (addresses, ports, sequence and acknowledgment numbers, flags),
   :func:`decode_ipv4_segment` decodes the whole TCP segment with
   :mod:`tcpref.segment`, :func:`tcp_port_filter` builds the kernel filter program
-  for one port, and :func:`initial_sequence_numbers` finds the two ISNs of a trace;
+  for one port, :func:`initial_sequence_numbers` finds the two ISNs of a trace, and
+  :func:`pcap_bytes` lays captured packets out as a libpcap file, which Wireshark
+  and ``tcpdump -r`` open;
 * a thin IO layer: :func:`packet_capture` opens an ``AF_PACKET`` socket on an
   interface; :func:`collect_syns` reads SYN segments from it, and
   :func:`collect_segments` one connection's segments, both bounded in count and in
   time; :func:`trace_port` follows a port as the segments arrive (the command line's
-  ``python -m tcpref trace``); and :func:`capture_exchange`, the helper for
-  examples, captures the segments of a scripted exchange.
+  ``python -m tcpref trace``); :func:`capture_exchange`, the helper for
+  examples, captures the segments of a scripted exchange; and :func:`write_pcap`
+  and :class:`PcapWriter` write captured packets to a libpcap file.
 
 Opening an ``AF_PACKET`` socket needs the CAP_NET_RAW capability (root has it);
 without it :func:`packet_capture` raises :class:`tcpref.errors.PermissionCallError`,
@@ -28,15 +31,17 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import io
 import ipaddress
 import os
 import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from tcpref.errors import PermissionCallError, SocketCallError, checked, translate
 from tcpref.segment import Flags, Segment
@@ -45,9 +50,14 @@ from tcpref.trace import Side, TraceEntry, format_entry, format_trace
 __all__ = [
     "FULL_SNAP_LENGTH",
     "HEADER_SNAP_LENGTH",
+    "LINKTYPE_RAW",
+    "PCAP_MAGIC_MICROSECONDS",
+    "PCAP_MAGIC_NANOSECONDS",
     "AddressedSegment",
     "CapturedExchange",
+    "CapturedPacket",
     "CapturedSegment",
+    "PcapWriter",
     "TcpFlag",
     "capture_exchange",
     "collect_segments",
@@ -317,7 +327,289 @@ def decode_ipv4_segment(packet: bytes) -> AddressedSegment | None:
     return AddressedSegment(found.src, found.dst, segment, payload_length)
 
 
+# -- libpcap files ------------------------------------------------------------------------
+# The classic libpcap format, which tcpdump -w writes and Wireshark, tcpdump -r and
+# scapy read (https://www.tcpdump.org/manpages/pcap-savefile.5.html): a 24-byte file
+# header, then per packet a 16-byte record header and the captured bytes.  Readers
+# find the byte order from the magic number, so it is written little-endian here,
+# the same on every machine, which makes the bytes of a file predictable.
+
+#: The magic number of a libpcap file whose time stamps count microseconds.
+PCAP_MAGIC_MICROSECONDS = 0xA1B2C3D4
+#: The magic number of a libpcap file whose time stamps count nanoseconds.
+PCAP_MAGIC_NANOSECONDS = 0xA1B23C4D
+#: The link type of packets that begin with their IP header (tcpdump's LINKTYPE_RAW):
+#: what the ``SOCK_DGRAM`` packet socket of :func:`packet_capture` receives.  The
+#: version in the first byte says IPv4.  (LINKTYPE_IPV4, 228, says the same more
+#: narrowly, but fewer readers know it.)
+LINKTYPE_RAW = 101
+_PCAP_VERSION = (2, 4)
+# magic, version major and minor, zone offset (always 0), accuracy (always 0), snap
+# length, link type.
+_PCAP_FILE_HEADER = struct.Struct("<IHHiIII")
+# seconds, micro- or nanoseconds, bytes in the file, bytes on the wire.
+_PCAP_RECORD_HEADER = struct.Struct("<IIII")
+_U32_LIMIT = 2**32
+_NS_PER_SECOND = 1_000_000_000
+
+
+def _wire_length(packet: bytes) -> int:
+    """How long an IPv4 packet was, from its header's total length, even if cut short.
+
+    A segmentation-offload packet may leave the total length 0, and a packet too
+    short to say counts as what was captured.
+    """
+    if len(packet) >= 4 and packet[0] >> 4 == 4:
+        return max(int.from_bytes(packet[2:4], "big"), len(packet))
+    return len(packet)
+
+
+@dataclass(frozen=True)
+class CapturedPacket:
+    """One packet as a capture received it: what a libpcap file records.
+
+    Attributes:
+        time_ns: When the kernel stamped the packet on its arrival, in nanoseconds
+            since the Unix epoch (``SO_TIMESTAMPNS``, the wall clock).
+        data: The bytes captured, from the IPv4 header on.
+        wire_length: How many bytes the packet had; more than ``len(data)`` when
+            the capture's snap length cut it short.
+
+    Raises:
+        TypeError: if ``time_ns`` or ``wire_length`` is not an int, or ``data``
+            not bytes.
+        ValueError: if ``time_ns`` is negative or beyond 2106 (a libpcap file
+            counts seconds in 32 bits), or ``wire_length`` is shorter than
+            ``data`` or does not fit in 32 bits.
+    """
+
+    time_ns: int
+    data: bytes
+    wire_length: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.time_ns, bool) or not isinstance(self.time_ns, int):
+            raise TypeError(f"time_ns must be an int of nanoseconds, not {self.time_ns!r}")
+        if not 0 <= self.time_ns < _U32_LIMIT * _NS_PER_SECOND:
+            raise ValueError(
+                "time_ns must be >= 0 and before 2106 (nanoseconds since 1970, in a "
+                f"32-bit count of seconds), not {self.time_ns!r}"
+            )
+        if not isinstance(self.data, bytes):
+            raise TypeError(f"data must be bytes, not {type(self.data).__name__}")
+        if isinstance(self.wire_length, bool) or not isinstance(self.wire_length, int):
+            raise TypeError(f"wire_length must be an int, not {self.wire_length!r}")
+        if not len(self.data) <= self.wire_length < _U32_LIMIT:
+            raise ValueError(
+                f"wire_length must be at least the {len(self.data)} bytes of data and "
+                f"fit in 32 bits, not {self.wire_length!r}"
+            )
+
+    @classmethod
+    def from_ipv4(cls, time_ns: int, packet: bytes) -> CapturedPacket:
+        """The record of an IPv4 packet, whose header tells its length on the wire.
+
+        >>> CapturedPacket.from_ipv4(0, bytes([0x45, 0, 0, 40]) + bytes(16)).wire_length
+        40
+
+        Raises:
+            TypeError: if ``time_ns`` is not an int, or ``packet`` not bytes.
+            ValueError: if ``time_ns`` is negative or beyond 2106.
+        """
+        if not isinstance(packet, bytes):
+            raise TypeError(f"packet must be bytes, not {type(packet).__name__}")
+        return cls(time_ns, packet, _wire_length(packet))
+
+
+def _check_nanoseconds(nanoseconds: object) -> bool:
+    if not isinstance(nanoseconds, bool):
+        raise TypeError(f"nanoseconds must be True or False, not {nanoseconds!r}")
+    return nanoseconds
+
+
+def pcap_header(*, snap_length: int = FULL_SNAP_LENGTH, nanoseconds: bool = True) -> bytes:
+    """The 24-byte header that opens a libpcap file of IPv4 packets.
+
+    >>> pcap_header().hex(" ")
+    '4d 3c b2 a1 02 00 04 00 00 00 00 00 00 00 00 00 00 00 04 00 65 00 00 00'
+
+    Args:
+        snap_length: The most bytes of a packet that the file holds: the capture's
+            snap length.
+        nanoseconds: Whether the records' time stamps count nanoseconds (magic
+            :data:`PCAP_MAGIC_NANOSECONDS`), as the kernel's do, or microseconds
+            (:data:`PCAP_MAGIC_MICROSECONDS`), which the oldest readers expect.
+
+    Raises:
+        TypeError: if ``snap_length`` is not an int or ``nanoseconds`` not a bool.
+        ValueError: if ``snap_length`` is outside 120-262144.
+    """
+    snap = _check_snap_length(snap_length)
+    magic = PCAP_MAGIC_NANOSECONDS if _check_nanoseconds(nanoseconds) else PCAP_MAGIC_MICROSECONDS
+    return _PCAP_FILE_HEADER.pack(magic, *_PCAP_VERSION, 0, 0, snap, LINKTYPE_RAW)
+
+
+def pcap_record(
+    packet: CapturedPacket, *, snap_length: int = FULL_SNAP_LENGTH, nanoseconds: bool = True
+) -> bytes:
+    """One packet's record in a libpcap file: its 16-byte header, then its bytes.
+
+    The time stamp is the kernel's, split into seconds and the nano- (or micro-)
+    seconds within that second; microseconds are rounded down, so a packet never
+    appears to arrive after the next one.
+
+    Args:
+        packet: The packet.
+        snap_length: The file's snap length, which the packet must fit in.
+        nanoseconds: Whether the file counts nanoseconds (see :func:`pcap_header`).
+
+    Raises:
+        TypeError: if ``packet`` is not a :class:`CapturedPacket`, ``snap_length``
+            not an int, or ``nanoseconds`` not a bool.
+        ValueError: if the packet holds more bytes than ``snap_length`` (no reader
+            would accept the file), or ``snap_length`` is outside 120-262144.
+    """
+    if not isinstance(packet, CapturedPacket):
+        raise TypeError(f"packet must be a CapturedPacket, not {packet!r}")
+    snap = _check_snap_length(snap_length)
+    if len(packet.data) > snap:
+        raise ValueError(
+            f"a packet of {len(packet.data)} captured bytes does not fit the snap length "
+            f"{snap}: write it with a snap_length of at least {len(packet.data)}"
+        )
+    seconds, fraction = divmod(packet.time_ns, _NS_PER_SECOND)
+    if not _check_nanoseconds(nanoseconds):
+        fraction //= 1000
+    header = _PCAP_RECORD_HEADER.pack(seconds, fraction, len(packet.data), packet.wire_length)
+    return header + packet.data
+
+
+def pcap_bytes(
+    packets: Iterable[CapturedPacket],
+    *,
+    snap_length: int = FULL_SNAP_LENGTH,
+    nanoseconds: bool = True,
+) -> bytes:
+    """A whole libpcap file of ``packets``, in the order given, as bytes.
+
+    Args:
+        packets: The packets, such as :attr:`CapturedExchange.packets`.
+        snap_length: The capture's snap length; every packet must fit in it.
+        nanoseconds: Whether time stamps count nanoseconds (see :func:`pcap_header`).
+
+    Raises:
+        TypeError: if a packet is not a :class:`CapturedPacket`, or an argument
+            has the wrong type.
+        ValueError: if a packet is longer than ``snap_length``, or ``snap_length``
+            is outside 120-262144.
+    """
+    header = pcap_header(snap_length=snap_length, nanoseconds=nanoseconds)
+    records = (
+        pcap_record(packet, snap_length=snap_length, nanoseconds=nanoseconds) for packet in packets
+    )
+    return header + b"".join(records)
+
+
 # -- the IO layer -----------------------------------------------------------------------
+
+
+def _check_binary_file(file: object) -> None:
+    """Refuse a text file at once: it would fail only at the first write, half made."""
+    if isinstance(file, io.TextIOBase) or not callable(getattr(file, "write", None)):
+        raise TypeError(
+            "file must be a file opened for writing in binary mode, such as "
+            f"open(path, 'wb'), not {file!r}"
+        )
+
+
+class PcapWriter:
+    """Write packets to a binary file as a libpcap capture, each one as it comes.
+
+    Making a writer writes the file's header; each :meth:`write` adds one record
+    and flushes the file, so that a capture stopped by Ctrl-C holds every packet
+    written until then, and a reader can follow the file as it grows.  The writer
+    never closes the file: whoever opened it does.
+
+    >>> import io
+    >>> file = io.BytesIO()
+    >>> writer = PcapWriter(file)
+    >>> writer.write(CapturedPacket(1_500_000_000, bytes(40), 40))
+    >>> len(file.getvalue()), writer.count  # 24 + 16 + 40 bytes
+    (80, 1)
+
+    Args:
+        file: A file opened for writing in binary mode, such as ``open(path, "wb")``.
+        snap_length: The capture's snap length, written in the header; every packet
+            must fit in it.
+        nanoseconds: Whether time stamps count nanoseconds (see :func:`pcap_header`).
+
+    Raises:
+        TypeError: if ``file`` is a text file or cannot be written, or an argument
+            has the wrong type.
+        ValueError: if ``snap_length`` is outside 120-262144.
+        OSError: if writing the header fails.
+    """
+
+    def __init__(
+        self, file: BinaryIO, *, snap_length: int = FULL_SNAP_LENGTH, nanoseconds: bool = True
+    ) -> None:
+        _check_binary_file(file)
+        header = pcap_header(snap_length=snap_length, nanoseconds=nanoseconds)
+        self._file = file
+        self._snap_length = snap_length
+        self._nanoseconds = nanoseconds
+        #: How many packets have been written.
+        self.count = 0
+        try:
+            self._put(header)
+        except TypeError as exc:  # a file object that takes only text
+            raise TypeError(
+                f"file must be opened in binary mode, such as open(path, 'wb'), not {file!r}"
+            ) from exc
+
+    def _put(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()  # each record whole on disk: a stopped capture is readable
+
+    def write(self, packet: CapturedPacket) -> None:
+        """Append one packet's record to the file, and flush it.
+
+        Raises:
+            TypeError: if ``packet`` is not a :class:`CapturedPacket`.
+            ValueError: if the packet holds more bytes than the snap length.
+            OSError: if writing fails.
+        """
+        record = pcap_record(packet, snap_length=self._snap_length, nanoseconds=self._nanoseconds)
+        self._put(record)
+        self.count += 1
+
+
+def write_pcap(
+    file: BinaryIO,
+    packets: Iterable[CapturedPacket],
+    *,
+    snap_length: int = FULL_SNAP_LENGTH,
+    nanoseconds: bool = True,
+) -> int:
+    """Write ``packets`` to ``file`` as a libpcap capture; return how many were written.
+
+    Args:
+        file: A file opened for writing in binary mode, such as ``open(path, "wb")``.
+        packets: The packets, such as :attr:`CapturedExchange.packets`.
+        snap_length: The capture's snap length; every packet must fit in it.
+        nanoseconds: Whether time stamps count nanoseconds (see :func:`pcap_header`).
+
+    Raises:
+        TypeError: if ``file`` is a text file or cannot be written, a packet is not
+            a :class:`CapturedPacket`, or an argument has the wrong type.
+        ValueError: if a packet is longer than ``snap_length``, or ``snap_length``
+            is outside 120-262144.
+        OSError: if writing fails.
+    """
+    writer = PcapWriter(file, snap_length=snap_length, nanoseconds=nanoseconds)
+    for packet in packets:
+        writer.write(packet)
+    return writer.count
 
 
 def _open_packet_socket(interface: str) -> socket.socket:
@@ -705,18 +997,29 @@ def collect_segments(
             ``count`` is below 1, or ``timeout`` is not positive and finite.
         SocketCallError: if reading from ``capture`` fails.
     """
+    return [entry for entry, _ in _collect(capture, client, server, count, timeout)]
+
+
+def _collect(
+    capture: socket.socket,
+    client: tuple[str, int],
+    server: tuple[str, int],
+    count: int,
+    timeout: float,
+) -> list[tuple[TraceEntry, CapturedPacket]]:
+    """:func:`collect_segments`, keeping each entry's packet as it was captured."""
     if not isinstance(capture, socket.socket):
         raise TypeError(f"capture must be a socket from packet_capture(), not {capture!r}")
     client = _check_address("client", client)
     server = _check_address("server", server)
     _check_count(count)
     deadline = time.monotonic() + _check_seconds("timeout", timeout)
-    entries: list[TraceEntry] = []
+    collected: list[tuple[TraceEntry, CapturedPacket]] = []
     first_ns: int | None = None
     previous_timeout = capture.gettimeout()
     try:
         # Ends: each pass reads a packet or returns at the deadline (see _receive).
-        while len(entries) < count:
+        while len(collected) < count:
             received = _receive(capture, deadline)
             if received is None:
                 break
@@ -726,10 +1029,11 @@ def collect_segments(
                 continue
             first_ns = arrival_ns if first_ns is None else first_ns
             sender: Side = "client" if found.src == client else "server"
-            entries.append(_entry((arrival_ns - first_ns) / 1e9, sender, found))
+            entry = _entry((arrival_ns - first_ns) / 1e9, sender, found)
+            collected.append((entry, CapturedPacket.from_ipv4(arrival_ns, packet)))
     finally:
         capture.settimeout(previous_timeout)
-    return entries
+    return collected
 
 
 def initial_sequence_numbers(entries: Sequence[TraceEntry]) -> tuple[int | None, int | None]:
@@ -765,6 +1069,10 @@ class CapturedExchange:
         client_isn: The client's initial sequence number, or ``None`` if its SYN
             was not captured.
         server_isn: The server's initial sequence number, or ``None``.
+        packets: The packets that carried the entries' segments, one per entry,
+            as captured and with the kernel's arrival time stamps: what
+            :func:`write_pcap` writes for Wireshark.  Empty for an exchange made
+            by hand without them.
     """
 
     client: tuple[str, int]
@@ -772,6 +1080,7 @@ class CapturedExchange:
     entries: tuple[TraceEntry, ...]
     client_isn: int | None
     server_isn: int | None
+    packets: tuple[CapturedPacket, ...] = ()
 
     @property
     def segments(self) -> tuple[Segment, ...]:
@@ -843,9 +1152,11 @@ def capture_exchange(
     with _capture_socket("lo", program, seconds) as capture:
         _enlarge_receive_buffer(capture, _EXCHANGE_BUFFER_BYTES)
         client, server = _check_exchange_result(script())
-        entries = collect_segments(capture, client, server, count=count, timeout=seconds)
+        collected = _collect(capture, client, server, count, seconds)
+    entries = tuple(entry for entry, _ in collected)
+    packets = tuple(packet for _, packet in collected)
     client_isn, server_isn = initial_sequence_numbers(entries)
-    return CapturedExchange(client, server, tuple(entries), client_isn, server_isn)
+    return CapturedExchange(client, server, entries, client_isn, server_isn, packets)
 
 
 def _enlarge_receive_buffer(sock: socket.socket, size: int) -> None:
@@ -863,6 +1174,7 @@ def trace_port(
     *,
     count: int | None = None,
     timeout: float | None = None,
+    pcap: PcapWriter | None = None,
 ) -> Iterator[str]:
     """Follow the TCP segments to or from ``port`` as they arrive, one line each.
 
@@ -881,12 +1193,16 @@ def trace_port(
         count: Stop after this many segments; ``None``: no limit.
         timeout: Stop after this many seconds; ``None``: no limit.  With neither
             limit the lines go on until the caller stops reading.
+        pcap: If given, each segment that gets a line is also written to this
+            libpcap file, as captured, before its line is yielded.
 
     Raises:
-        TypeError: if ``capture`` is not a socket, or an argument is not a number.
+        TypeError: if ``capture`` is not a socket, ``pcap`` not a
+            :class:`PcapWriter`, or an argument is not a number.
         ValueError: if ``port`` is outside 1-65535, ``count`` below 1, or
             ``timeout`` not positive and finite.
         SocketCallError: if reading from ``capture`` fails.
+        OSError: if writing to ``pcap`` fails.
     """
     if not isinstance(capture, socket.socket):
         raise TypeError(f"capture must be a socket from packet_capture(), not {capture!r}")
@@ -894,11 +1210,17 @@ def trace_port(
     if count is not None:
         _check_count(count)
     limit = None if timeout is None else _check_seconds("timeout", timeout)
-    return _trace_lines(capture, port, count, limit)
+    if pcap is not None and not isinstance(pcap, PcapWriter):
+        raise TypeError(f"pcap must be a PcapWriter, not {pcap!r}")
+    return _trace_lines(capture, port, count, limit, pcap)
 
 
 def _trace_lines(
-    capture: socket.socket, port: int, count: int | None, timeout: float | None
+    capture: socket.socket,
+    port: int,
+    count: int | None,
+    timeout: float | None,
+    pcap: PcapWriter | None,
 ) -> Iterator[str]:
     deadline = None if timeout is None else time.monotonic() + timeout
     yield format_trace(())  # the header line
@@ -928,6 +1250,8 @@ def _trace_lines(
                 known[sender] = found.segment.seq
             first_ns = arrival_ns if first_ns is None else first_ns
             entry = _entry((arrival_ns - first_ns) / 1e9, sender, found, f"{client[0]}:{client[1]}")
+            if pcap is not None:  # before the line: a reader stopped by it has the packet
+                pcap.write(CapturedPacket.from_ipv4(arrival_ns, packet))
             yield format_entry(entry, known["client"], known["server"])
             shown += 1
     finally:
