@@ -19,7 +19,10 @@ that long, it says on stderr how many bytes came back, and exits 2.
 arrive, one line each, in the format of :mod:`tcpref.trace` (a segment sent *to*
 port N goes ``C -> S``), until ``--count`` segments or ``--timeout`` seconds, or
 Ctrl-C.  It needs Linux and the CAP_NET_RAW capability (root has it); the header
-line is printed once the capture is open.
+line is printed once the capture is open.  With ``--pcap FILE`` it also writes each
+segment it prints to FILE, as a libpcap capture that Wireshark and ``tcpdump -r``
+open; FILE is made before the capture opens, so one that cannot be written stops
+the command at once.
 
 Bad arguments, or a failure such as a port already in use, print one line to stderr
 and exit 2, with no traceback.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import select
 import signal
@@ -38,7 +42,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tcpref import wrap
 from tcpref.errors import (
@@ -49,6 +53,9 @@ from tcpref.errors import (
     translate,
 )
 from tcpref.servers import HANDLERS, MODELS
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["main"]
 
@@ -176,7 +183,8 @@ connect, or a timeout."""
 
 _TRACE_DESCRIPTION = """\
 Print the TCP segments to or from a port on loopback as they arrive, one line
-each, until --count segments, --timeout seconds, or Ctrl-C.
+each, until --count segments, --timeout seconds, or Ctrl-C; with --pcap, also
+save them to a file that Wireshark opens.
 Needs Linux and the CAP_NET_RAW capability (root has it)."""
 
 
@@ -284,7 +292,7 @@ def _add_trace(commands: Any) -> None:
         "trace",
         help="print the TCP segments to or from a port on loopback (CAP_NET_RAW)",
         description=_TRACE_DESCRIPTION,
-        epilog="example:\n  python -m tcpref trace --port 8000 --count 10 --timeout 60",
+        epilog="example:\n  python -m tcpref trace --port 8000 --count 10 --pcap trace.pcap",
     )
     trace.add_argument(
         "--port", type=_capture_port, required=True, help="the port to follow; required"
@@ -300,6 +308,12 @@ def _add_trace(commands: Any) -> None:
         type=_finite_seconds,
         metavar="SECONDS",
         help="stop after this many seconds (default: no limit)",
+    )
+    trace.add_argument(
+        "--pcap",
+        metavar="FILE",
+        help="also write each segment printed to FILE, as a libpcap capture that Wireshark "
+        "and tcpdump -r open; an existing FILE is replaced (default: none, print only)",
     )
 
 
@@ -485,15 +499,65 @@ def _send_stdin(sock: socket.socket, traffic: _Traffic) -> None:
         wrap.shutdown(sock, socket.SHUT_WR)  # the half-close: "I have sent everything"
 
 
+class _PcapFile(io.BufferedWriter):
+    """The ``--pcap`` file, whose every failure is a one-line error that names it.
+
+    Opening can fail (a missing folder, no permission), and so can any write or
+    flush later (``ENOSPC``): each becomes a :class:`CommandError`, so that the
+    command says which file it could not write instead of printing a traceback.
+    """
+
+    def __init__(self, path: str) -> None:
+        try:
+            raw = io.FileIO(path, "w")
+        except OSError as exc:
+            raise _pcap_error(path, exc) from exc
+        super().__init__(raw)
+        self._path = path
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            raise _pcap_error(self._path, exc) from exc
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            raise _pcap_error(self._path, exc) from exc
+
+
+def _pcap_error(path: str, exc: OSError) -> CommandError:
+    return CommandError(f"cannot write the --pcap file {path!r}: {exc.strerror or exc}")
+
+
 def trace(args: argparse.Namespace) -> int:
-    """Print the segments to or from a port on loopback, one line each, as they arrive."""
+    """Print the segments to or from a port on loopback, one line each, as they arrive.
+
+    Raises:
+        CommandError: if the ``--pcap`` file cannot be written.
+        SocketCallError: if the capture cannot be opened or read.
+    """
     # Imported here, not at the top: the capture code (ctypes, the segment codec and
     # the trace format) is this command's alone, and a forking server started by
     # ``serve`` should not carry it, since every module loaded makes each fork dearer.
     from tcpref import capture
 
-    with capture.packet_capture(port=args.port, snap_length=capture.FULL_SNAP_LENGTH) as cap:
-        lines = capture.trace_port(cap, args.port, count=args.count, timeout=args.timeout)
+    with contextlib.ExitStack() as stack:
+        pcap = None
+        if args.pcap is not None:
+            # Before the capture: a file that cannot be written fails the command at
+            # once, with or without the capability to capture.
+            pcap = capture.PcapWriter(
+                stack.enter_context(_PcapFile(args.pcap)), snap_length=capture.FULL_SNAP_LENGTH
+            )
+        cap = stack.enter_context(
+            capture.packet_capture(port=args.port, snap_length=capture.FULL_SNAP_LENGTH)
+        )
+        lines = capture.trace_port(
+            cap, args.port, count=args.count, timeout=args.timeout, pcap=pcap
+        )
         try:
             for line in lines:
                 print(line, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import pwd
 import re
@@ -15,7 +16,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -529,10 +532,16 @@ privileged = pytest.mark.skipif(not IS_ROOT, reason="capturing needs CAP_NET_RAW
 
 
 @contextlib.contextmanager
-def trace_process(*args: str) -> Iterator[subprocess.Popen[str]]:
+def trace_process(
+    *args: str, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[subprocess.Popen[str]]:
     """Start ``python -m tcpref trace ARGS``; yield it once its capture is open."""
     proc = subprocess.Popen(
-        [*COMMAND, "trace", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*COMMAND, "trace", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec_fn,
     )
     try:
         assert proc.stdout is not None
@@ -648,3 +657,149 @@ def test_cli_trace_without_cap_net_raw_prints_one_line_and_exits_2() -> None:
         "runs has it."
     )
     assert done.stdout == ""
+
+
+# -- trace --pcap -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("missing/trace.pcap", "No such file or directory"),
+        (".", "Is a directory"),
+        pytest.param("/dev/full", "No space left on device", id="full"),  # the header fails
+    ],
+)
+def test_cli_trace_unwritable_pcap_prints_one_line_and_exits_2(
+    tmp_path: Path, where: str, reason: str
+) -> None:
+    path = str(tmp_path / where) if not where.startswith("/") else where
+    done = run("trace", "--port", "80", "--timeout", "1", "--pcap", path)
+    # Before the capture opens: the same line with or without CAP_NET_RAW.
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        f"python -m tcpref: error: cannot write the --pcap file {path!r}: {reason}"
+    ]
+    assert done.stdout == b""
+
+
+# From <linux/capability.h> and <linux/prctl.h>.
+_CAP_NET_RAW = 13
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_RAISE = 2
+
+
+def keep_cap_net_raw_across_exec() -> Callable[[], None]:
+    """A ``preexec_fn`` after which the program exec'd still holds CAP_NET_RAW.
+
+    In the test's private namespace an ordinary user holds every capability, but
+    ``execve`` clears them for a uid other than 0, so ``python -m tcpref trace``
+    could not capture.  A capability that is *ambient* survives ``execve``, and
+    one may be made ambient once it is inheritable (capabilities(7)).  As root,
+    whom ``execve`` leaves its capabilities, this changes nothing.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: not between fork and exec
+
+    def check(result: int, call: str) -> None:
+        if result != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"{call}: {os.strerror(code)}")
+
+    def raise_ambient() -> None:
+        header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)  # 0: this process
+        sets = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable), twice
+        check(libc.capget(header, sets), "capget")
+        sets[2] |= 1 << _CAP_NET_RAW  # inheritable, among capabilities 0-31
+        check(libc.capset(header, sets), "capset")
+        args = (_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, _CAP_NET_RAW, 0, 0)
+        check(libc.prctl(*(ctypes.c_ulong(arg) for arg in args)), "prctl(PR_CAP_AMBIENT_RAISE)")
+
+    return raise_ambient
+
+
+#: The connection of test_cli_trace_pcap_holds_the_segments_it_prints: the sender, the
+#: flags, seq and ack relative to the ISNs (None: no ACK flag), and the payload length.
+PCAP_CONNECTION = [
+    ("client", "SYN", 0, None, 0),
+    ("server", "SYN|ACK", 0, 1, 0),
+    ("client", "ACK", 1, 1, 0),
+    ("client", "PSH|ACK", 1, 1, 2),
+    ("server", "ACK", 1, 3, 0),
+    ("client", "FIN|ACK", 3, 1, 0),
+    ("server", "FIN|ACK", 1, 4, 0),
+    ("client", "ACK", 4, 2, 0),
+]
+_FLAG_BITS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10}
+
+
+def pcap_as_scapy_reads_it(path: Path, server_port: int) -> list[tuple[Any, ...]]:
+    """Each segment in the file as (sender, flag bits, relative seq, relative ack,
+    payload length, client port, time in ns), read by scapy, not by tcpref."""
+    utils = pytest.importorskip("scapy.utils", reason="scapy (the test extra) reads pcap files")
+    inet = pytest.importorskip("scapy.layers.inet")
+    with utils.PcapReader(str(path)) as reader:
+        packets = [(packet[inet.IP], packet[inet.TCP], packet.time) for packet in reader]
+    isns = {}
+    for _, tcp, _ in packets:  # each side's first SYN
+        if int(tcp.flags) & _FLAG_BITS["SYN"]:
+            isns.setdefault(tcp.sport, tcp.seq)
+    seen = []
+    for ip, tcp, stamp in packets:
+        sender = "server" if tcp.sport == server_port else "client"
+        relative_ack = None
+        if int(tcp.flags) & _FLAG_BITS["ACK"]:
+            relative_ack = (tcp.ack - isns[tcp.dport]) % 2**32
+        client_port = tcp.dport if sender == "server" else tcp.sport
+        payload = ip.len - 4 * ip.ihl - 4 * tcp.dataofs
+        seen.append(
+            (
+                sender,
+                int(tcp.flags),
+                (tcp.seq - isns[tcp.sport]) % 2**32,
+                relative_ack,
+                payload,
+                client_port,
+                int(Decimal(stamp) * 10**9),
+            )
+        )
+    return seen
+
+
+@pytest.mark.netns  # a private loopback, where any user may capture (tests/conftest.py)
+def test_cli_trace_pcap_holds_the_segments_it_prints(tmp_path: Path) -> None:
+    path = tmp_path / "trace.pcap"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(5)
+        port = listener.getsockname()[1]
+        args = ("--port", str(port), "--count", "8", "--timeout", "20", "--pcap", str(path))
+        with trace_process(*args, preexec_fn=keep_cap_net_raw_across_exec()) as proc:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                client_port = client.getsockname()[1]
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(5)
+                    client.sendall(b"hi")
+                    assert conn.recv(10) == b"hi"
+                    client.close()
+                    assert conn.recv(10) == b""
+            printed, errors = proc.communicate(timeout=20)
+    assert proc.returncode == 0, errors
+    lines = printed.splitlines()
+    # What it printed: the connection, line by line.
+    texts = [line.lstrip().split("  ", 1)[1].split(" win=")[0] for line in lines]
+    arrows = {"client": "C -> S", "server": "C <- S"}
+    assert texts == [
+        f"{arrows[who]}  {flags} seq={seq}" + ("" if ack is None else f" ack={ack}")
+        for who, flags, seq, ack, _ in PCAP_CONNECTION
+    ]
+    # What it wrote: the same segments, as an independent reader sees them.
+    seen = pcap_as_scapy_reads_it(path, port)
+    assert [entry[:6] for entry in seen] == [
+        (who, sum(_FLAG_BITS[name] for name in flags.split("|")), seq, ack, length, client_port)
+        for who, flags, seq, ack, length in PCAP_CONNECTION
+    ]
+    # With the times it printed, which are the kernel's stamps from the first segment.
+    start = seen[0][6]
+    for line, entry in zip(lines, seen, strict=True):
+        assert abs(float(line.split()[0]) - (entry[6] - start) / 1e9) <= 0.0005 + 1e-9, line
