@@ -67,9 +67,13 @@ __all__ = [
     "initial_sequence_numbers",
     "packet_capture",
     "parse_ipv4_tcp",
+    "pcap_bytes",
+    "pcap_header",
+    "pcap_record",
     "receive_segment",
     "tcp_port_filter",
     "trace_port",
+    "write_pcap",
 ]
 
 _ETH_P_IP = 0x0800  # the EtherType of IPv4: the packet socket receives only IPv4
