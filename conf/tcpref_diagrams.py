@@ -8,8 +8,10 @@ Two directives, both drawn by :mod:`tcpref.diagrams` from the code itself:
 * ``captured-sequence-diagram``: its argument names a live exchange
   (``handshake-and-teardown``) that the build runs on loopback while capturing
   it, in a private network namespace (:func:`tcpref.netns.run`) where any user
-  holds the CAP_NET_RAW a capture needs.  A build where no such namespace can be
-  made shows, in place of the diagram, one sentence saying why.
+  holds the CAP_NET_RAW a capture needs.  The HTML build also saves the captured
+  packets as a libpcap file beside the page (``handshake-and-teardown.pcap``), with
+  a link to download it and open it in Wireshark.  A build where no such namespace
+  can be made shows, in place of the diagram and the link, one sentence saying why.
 * ``state-diagram``: the state table.  ``:events: main`` (the default) leaves out
   resets and retransmission limits, ``:events: failures`` draws only those, and
   ``:events: all`` draws everything.
@@ -20,6 +22,8 @@ builders (doctest, linkcheck) get nothing: the diagrams hold no examples.
 
 from __future__ import annotations
 
+import posixpath
+from pathlib import Path
 from typing import Any, ClassVar
 
 from docutils import nodes
@@ -73,6 +77,28 @@ class SequenceDiagram(SphinxDirective):
 _LIVE_EXCHANGES = {"handshake-and-teardown": (handshake_and_teardown, 7)}
 
 
+class PcapFile(nodes.General, nodes.Element):
+    """A capture to save beside the page: ``filename`` and its bytes, ``data``.
+
+    The directive that captures runs while pages are read, but files belong in the
+    output, which is written later and may be written again from cached doctrees:
+    so the bytes travel in the doctree, and :func:`_save_pcap_files` writes them
+    when the page is written.
+    """
+
+
+def _skip_node(translator: Any, node: nodes.Element) -> None:
+    raise nodes.SkipNode
+
+
+def _download_link(filename: str) -> nodes.paragraph:
+    """The sentence under the diagram; ``filename`` sits beside the page's HTML file."""
+    link = nodes.reference("", "Download this capture (pcap)", refuri=filename)
+    return nodes.paragraph(
+        "", "", link, nodes.Text(" to open it in Wireshark."), classes=["tcpref-caption"]
+    )
+
+
 class CapturedSequenceDiagram(SphinxDirective):
     """``captured-sequence-diagram``: capture a live exchange and draw it."""
 
@@ -90,11 +116,12 @@ class CapturedSequenceDiagram(SphinxDirective):
         unavailable = netns.unavailable_reason()
         if unavailable is not None:
             reason = (
-                "This build could not draw the captured version of this exchange, "
-                f"which is captured on loopback in a private network namespace: {unavailable}."
+                "This build could not draw the captured version of this exchange (nor offer "
+                "its pcap file to download), which is captured on loopback in a private "
+                f"network namespace: {unavailable}."
             )
             return [nodes.note("", nodes.paragraph("", reason))]
-        from tcpref.capture import capture_exchange
+        from tcpref.capture import capture_exchange, pcap_bytes
 
         script, count = _LIVE_EXCHANGES[name]
         exchange = netns.run(lambda: capture_exchange(script, count=count, timeout=3.0))
@@ -108,7 +135,11 @@ class CapturedSequenceDiagram(SphinxDirective):
             f"The same exchange on the live kernel, captured on loopback while this "
             f"site was built ({len(exchange.entries)} segments)."
         )
-        return _figure(svg, caption, f"captured-{name}")
+        (figure,) = _figure(svg, caption, f"captured-{name}")
+        filename = f"{name}.pcap"
+        figure += _download_link(filename)
+        figure += PcapFile("", filename=filename, data=pcap_bytes(exchange.packets))
+        return [figure]
 
 
 class StateDiagram(SphinxDirective):
@@ -131,9 +162,28 @@ class StateDiagram(SphinxDirective):
         return _figure(svg, captions[which], f"state-diagram-{which}")
 
 
+def _save_pcap_files(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    """Write each capture of a page beside the page's HTML file, then drop its node.
+
+    Beside the page, so that the link is the bare file name under any HTML builder
+    (``concepts/handshake.html`` or ``concepts/handshake/index.html``).  Other
+    builders write no files: their output has no link to follow.
+    """
+    folder = posixpath.dirname(app.builder.get_target_uri(docname))
+    for node in list(doctree.findall(PcapFile)):
+        if app.builder.format == "html":
+            path = Path(app.outdir, folder, node["filename"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(node["data"])
+        node.parent.remove(node)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Register the two directives."""
+    """Register the three directives, and the saving of captures beside their pages."""
     app.add_directive("sequence-diagram", SequenceDiagram)
     app.add_directive("state-diagram", StateDiagram)
     app.add_directive("captured-sequence-diagram", CapturedSequenceDiagram)
+    skip = (_skip_node, None)
+    app.add_node(PcapFile, html=skip, latex=skip, text=skip, man=skip, texinfo=skip)
+    app.connect("doctree-resolved", _save_pcap_files)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

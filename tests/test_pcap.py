@@ -9,14 +9,18 @@ private network namespace (``@pytest.mark.netns``, tests/conftest.py).
 from __future__ import annotations
 
 import io
+import re
 import socket
 import struct
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
+from conftest import NETNS_UNAVAILABLE
 from tcpref.capture import (
     FULL_SNAP_LENGTH,
     CapturedPacket,
@@ -352,3 +356,97 @@ def test_scapy_reads_a_live_capture_back_as_the_same_segments(tmp_path: Path) ->
     assert [round((s.time_ns - start) / 1e9, 9) for s in seen] == [
         round(entry.time, 9) for entry in exchange.entries
     ]
+
+
+# -- the site: the captured handshake, saved beside its page ----------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+LINK = (
+    '<a class="reference external" href="handshake-and-teardown.pcap">'
+    "Download this capture (pcap)</a> to open it in Wireshark."
+)
+
+
+def build_site(tmp_path: Path, conf: Path = CONF) -> Path:
+    """Build a two-page site whose page ``concepts/page`` draws the captured exchange."""
+    pytest.importorskip("sphinx", reason="the docs extra (Sphinx) is not installed")
+    src = tmp_path / "src"
+    (src / "concepts").mkdir(parents=True)
+    (src / "index.md").write_text("# Site\n\n```{toctree}\nconcepts/page\n```\n", encoding="utf-8")
+    (src / "concepts" / "page.md").write_text(
+        "# Page\n\n```{captured-sequence-diagram} handshake-and-teardown\n```\n", encoding="utf-8"
+    )
+    out = tmp_path / "html"
+    done = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-q", "-b", "html", "-c", str(conf), str(src), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def svg_labels(page: str) -> list[str]:
+    """The segment labels of the captured diagram, in order."""
+    figure = page[page.index('id="captured-handshake-and-teardown"') :]
+    return [text for text in re.findall(r"<text[^>]*>([^<]*)</text>", figure) if " seq=" in text]
+
+
+_FLAG_NAMES = [(0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK")]
+
+
+def labels_from_pcap(data: bytes) -> list[str]:
+    """What the diagram should say of each segment, from the pcap file as scapy reads it."""
+    utils = pytest.importorskip("scapy.utils", reason="scapy (the test extra) reads pcap files")
+    inet = pytest.importorskip("scapy.layers.inet")
+    with utils.PcapReader(io.BytesIO(data)) as reader:
+        segments = [packet[inet.TCP] for packet in reader]
+    isns: dict[int, int] = {}
+    for tcp in segments:
+        if int(tcp.flags) & 0x02:
+            isns.setdefault(tcp.sport, tcp.seq)
+    labels = []
+    for tcp in segments:
+        flags = "|".join(name for bit, name in _FLAG_NAMES if int(tcp.flags) & bit)
+        label = f"{flags} seq={(tcp.seq - isns[tcp.sport]) % 2**32}"
+        if int(tcp.flags) & 0x10:
+            label += f" ack={(tcp.ack - isns[tcp.dport]) % 2**32}"
+        labels.append(f"{label} win={tcp.window}")
+    return labels
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NETNS_UNAVAILABLE is not None, reason=f"no namespace: {NETNS_UNAVAILABLE}")
+def test_site_saves_the_captured_exchange_beside_its_page(tmp_path: Path) -> None:
+    out = build_site(tmp_path)
+    page = (out / "concepts" / "page.html").read_text(encoding="utf-8")
+    assert LINK in page
+    data = (out / "concepts" / "handshake-and-teardown.pcap").read_bytes()  # beside the page
+    assert struct.unpack_from("<I", data)[0] == 0xA1B23C4D
+    # The file holds the very segments the diagram draws: one capture for both.
+    drawn = [label.split(" [")[0] for label in svg_labels(page)]
+    assert len(drawn) == 7, drawn
+    assert labels_from_pcap(data) == drawn
+
+
+@pytest.mark.slow
+def test_site_without_a_namespace_has_no_capture_link(tmp_path: Path) -> None:
+    # The site's configuration, but in a build where no namespace can be made.
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "conf.py").write_text(
+        "import runpy\n"
+        f"globals().update(runpy.run_path({str(CONF / 'conf.py')!r}))\n"
+        f"html_static_path = [{str(CONF / '_static')!r}]\n"
+        "from tcpref import netns\n"
+        "netns.unavailable_reason = lambda: 'a test says there is none'\n",
+        encoding="utf-8",
+    )
+    out = build_site(tmp_path, conf)
+    page = (out / "concepts" / "page.html").read_text(encoding="utf-8")
+    assert "in a private network namespace: a test says there is none." in page
+    assert "Download this capture" not in page
+    assert list(out.rglob("*.pcap")) == []
