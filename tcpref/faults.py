@@ -38,6 +38,7 @@ import ctypes
 import socket
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ from tcpref.sim import Drop
 from tcpref.trace import Side
 
 __all__ = [
+    "SETTLE",
     "Instruction",
     "LossInjector",
     "attach",
@@ -64,6 +66,9 @@ _RET_K = 0x06
 _KEEP_ALL = 0xFFFFFFFF
 # The flags byte: byte 13 of the TCP header (RFC 9293 Section 3.1).
 _FLAGS_OFFSET = 13
+#: Seconds :class:`LossInjector` waits after a capture shows a segment before it
+#: changes the filter: a packet tap sees a segment just before TCP processes it.
+SETTLE = 0.02
 # Socket options (asm-generic/socket.h), for Pythons whose socket module lacks them.
 _SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 _SO_DETACH_FILTER = getattr(socket, "SO_DETACH_FILTER", 27)
@@ -214,13 +219,22 @@ class LossInjector:
     the drop program when the ``nth`` match is next and detaches it when the losses
     are done.  ``lost`` counts the segments it let the kernel drop.
 
+    Args:
+        plan: The loss plan.
+        settle: Seconds to wait, once a capture shows a match, before changing the
+            filter (:data:`SETTLE`).
+
     Raises:
         TypeError: if ``plan`` is not a :class:`tcpref.sim.Drop`.
-        ValueError: if the kernel cannot carry out ``plan`` (see :func:`check_plan`).
+        ValueError: if the kernel cannot carry out ``plan`` (see :func:`check_plan`),
+            or ``settle`` is outside 0-1 s.
     """
 
-    def __init__(self, plan: Drop) -> None:
+    def __init__(self, plan: Drop, *, settle: float = SETTLE) -> None:
         self.plan = check_plan(plan)
+        if not (isinstance(settle, int | float) and 0 <= settle < 1):
+            raise ValueError(f"settle must be from 0 to 1 second, not {settle!r}")
+        self._settle = float(settle)
         self.receiver = receiver_of(self.plan)
         self._program = drop_program(self.plan.flags or Flags(0))
         self._sockets: list[socket.socket] = []
@@ -259,10 +273,14 @@ class LossInjector:
             self.lost += dropped
             # Set the filter for the next match: armed exactly when it is to be lost.
             wanted = self.plan.hits(self._matches + 1)
-            if wanted and not self._armed:
-                self._arm()
-            elif self._armed and not wanted:
-                self._disarm()
+            if wanted != self._armed:
+                # The capture can show a segment before the kernel has finished
+                # with it: wait, so that the change applies to the next match only.
+                time.sleep(self._settle)
+                if wanted:
+                    self._arm()
+                else:
+                    self._disarm()
             return dropped
 
     def stop(self) -> None:

@@ -44,10 +44,12 @@ from typing import Any, TypeVar
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "Child",
     "NamespaceChildError",
     "NamespaceUnavailableError",
     "available",
     "run",
+    "start",
     "unavailable_reason",
 ]
 
@@ -285,6 +287,9 @@ def run(function: Callable[..., T], *args: Any, timeout: float = DEFAULT_TIMEOUT
     comes back through a pipe; an exception it raises is raised here, with its type
     and message.  Whatever it opens is closed when the child exits.
 
+    Call it from a process with one thread: a fork copies only the calling thread,
+    and Python 3.12 and newer warn when another is running.
+
     Args:
         function: What to run; it sees only the namespace's own loopback interface.
         *args: Its arguments.
@@ -302,6 +307,19 @@ def run(function: Callable[..., T], *args: Any, timeout: float = DEFAULT_TIMEOUT
         ValueError: if ``timeout`` is not a positive number.
         Exception: whatever ``function`` raised.
     """
+    return start(function, *args, timeout=timeout).result()  # type: ignore[no-any-return]
+
+
+def start(function: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Child:
+    """Start ``function(*args)`` in its own namespace, as :func:`run` does, without waiting.
+
+    Several experiments can then run side by side, each on a loopback interface of
+    its own; collect each one's answer with :meth:`Child.result`.
+
+    Raises:
+        ValueError: if ``timeout`` is not a positive number.
+        OSError: if the fork fails.
+    """
     if not (isinstance(timeout, int | float) and timeout > 0 and timeout == timeout):
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     name = getattr(function, "__qualname__", repr(function))
@@ -316,19 +334,54 @@ def run(function: Callable[..., T], *args: Any, timeout: float = DEFAULT_TIMEOUT
         os.close(reader)
         _child(function, args, writer)
     os.close(writer)
-    reaped = False
-    try:
-        data = _read_all(reader, time.monotonic() + timeout)
-        if data is None:
-            raise TimeoutError(
-                f"{name} did not finish within {timeout:g} s in its namespace; its child was killed"
-            )
-        _, status = os.waitpid(pid, 0)
-        reaped = True
-        return _result(name, data, status)  # type: ignore[no-any-return]
-    finally:
-        os.close(reader)
-        if not reaped:
+    return Child(name, pid, reader, time.monotonic() + timeout, timeout)
+
+
+class Child:
+    """A function running in a namespace of its own, started by :func:`start`.
+
+    Attributes:
+        name: The function's name, for messages.
+        pid: The child's process id.
+    """
+
+    def __init__(self, name: str, pid: int, reader: int, deadline: float, timeout: float):
+        self.name, self.pid = name, pid
+        self._reader, self._deadline, self._timeout = reader, deadline, timeout
+        self._done = False
+
+    def result(self) -> Any:
+        """Wait for the child's answer, until its deadline; always reap it.
+
+        Raises:
+            NamespaceUnavailableError: if a namespace cannot be made here.
+            TimeoutError: if the deadline passes first; the child is killed.
+            NamespaceChildError: if the child dies without an answer, or was
+                already collected.
+            Exception: whatever the function raised.
+        """
+        if self._done:
+            raise NamespaceChildError(f"the answer of {self.name} was already collected")
+        try:
+            data = _read_all(self._reader, self._deadline)
+            if data is None:
+                raise TimeoutError(
+                    f"{self.name} did not finish within {self._timeout:g} s in its namespace; "
+                    "its child was killed"
+                )
+            _, status = os.waitpid(self.pid, 0)
+            self._done = True
+            return _result(self.name, data, status)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill the child if it still runs, reap it, and close its pipe (idempotent)."""
+        if self._reader != -1:
+            os.close(self._reader)
+            self._reader = -1
+        if not self._done:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+                os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self._done = True
