@@ -180,3 +180,36 @@ def test_run_raises_unavailable_when_unshare_is_refused(monkeypatch: pytest.Monk
     with pytest.raises(netns.NamespaceUnavailableError, match="refused") as raised:
         netns.run(int)
     assert raised.value.errno == errno.EPERM
+
+
+@needs_netns
+def test_start_runs_children_side_by_side_each_in_its_own_namespace() -> None:
+    started = time.monotonic()
+    children = [netns.start(_sleep_then_namespace, 0.5) for _ in range(3)]
+    inodes = [child.result() for child in children]
+    assert time.monotonic() - started < 1.4  # three half-second sleeps, not one after another
+    assert len(set(inodes)) == 3
+    assert _namespace_inode() not in inodes
+
+
+def _sleep_then_namespace(seconds: float) -> int:
+    time.sleep(seconds)
+    return _namespace_inode()
+
+
+@needs_netns
+def test_child_result_is_collected_once_and_kill_is_idempotent() -> None:
+    child = netns.start(int, "7")
+    assert child.result() == 7
+    with pytest.raises(netns.NamespaceChildError, match="already collected"):
+        child.result()
+    child.kill()
+    child.kill()
+
+
+@needs_netns
+def test_child_kill_ends_a_child_that_was_never_collected() -> None:
+    child = netns.start(time.sleep, 30)
+    child.kill()
+    with pytest.raises(netns.NamespaceChildError, match="already collected"):
+        child.result()
