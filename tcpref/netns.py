@@ -179,13 +179,18 @@ def _write(path: str, text: str) -> None:
         file.write(text)
 
 
-def _enter_private_network() -> None:
+def _enter_private_network(as_root: bool = False) -> None:
     """Move this (single-threaded, freshly forked) process into a new network namespace.
+
+    With ``as_root``, a user who is not root becomes uid 0 inside its user namespace,
+    so that programs it starts keep their capabilities there (an exec drops them
+    for any other uid).
 
     Raises:
         NamespaceUnavailableError: if the kernel refuses.
     """
     uid, gid = os.getuid(), os.getgid()
+    inside_uid, inside_gid = (0, 0) if as_root else (uid, gid)
     try:
         if _is_root():
             try:
@@ -194,11 +199,11 @@ def _enter_private_network() -> None:
             except PermissionError:
                 pass  # root without CAP_SYS_ADMIN (a container): try a user namespace
         _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
-        # Map our own ids, so that files and /proc show the same owner inside as out.
+        # Map our own ids (or root's, if asked), so that files keep their owner.
         # setgroups must be denied before an unprivileged process may write gid_map.
         _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        _write("/proc/self/uid_map", f"{inside_uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{inside_gid} {gid} 1")
     except OSError as exc:
         raise NamespaceUnavailableError(exc.errno, _explain_refusal(exc.errno or 0)) from None
     _bring_loopback_up()
@@ -212,10 +217,10 @@ def _bring_loopback_up() -> None:
         fcntl.ioctl(sock, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
 
 
-def _answer(function: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
+def _answer(function: Callable[..., Any], args: tuple[Any, ...], as_root: bool) -> bytes:
     """Run ``function`` in the namespace and pickle what happened, whatever it was."""
     try:
-        _enter_private_network()
+        _enter_private_network(as_root)
         outcome: tuple[str, Any] = ("returned", function(*args))
     except NamespaceUnavailableError as exc:
         outcome = ("unavailable", (exc.errno, exc.strerror))
@@ -229,13 +234,13 @@ def _answer(function: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
         return pickle.dumps(("unsendable", f"{text} (could not be sent back: {exc})"))
 
 
-def _child(function: Callable[..., Any], args: tuple[Any, ...], writer: int) -> None:
+def _child(function: Callable[..., Any], args: tuple[Any, ...], writer: int, as_root: bool) -> None:
     """The forked child's whole life: it always ends in ``os._exit``."""
     status = 1
     try:
         # Ctrl-C is the parent's to handle: it kills this child.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        data = _answer(function, args)
+        data = _answer(function, args, as_root)
         view = memoryview(data)
         while view:
             view = view[os.write(writer, view) :]
@@ -279,7 +284,12 @@ def _result(name: str, data: bytes, status: int) -> Any:
     raise NamespaceChildError(f"{name} in its namespace: {payload}")
 
 
-def run(function: Callable[..., T], *args: Any, timeout: float = DEFAULT_TIMEOUT) -> T:
+def run(
+    function: Callable[..., T],
+    *args: Any,
+    timeout: float = DEFAULT_TIMEOUT,
+    as_root: bool = False,
+) -> T:
     """Call ``function(*args)`` in a forked child inside a new network namespace.
 
     The function and its arguments must be picklable only in what they return or
@@ -294,6 +304,9 @@ def run(function: Callable[..., T], *args: Any, timeout: float = DEFAULT_TIMEOUT
         function: What to run; it sees only the namespace's own loopback interface.
         *args: Its arguments.
         timeout: Seconds the child may take, after which it is killed.
+        as_root: Be uid 0 inside the namespace, so that programs the function starts
+            (``python -m tcpref trace``) keep the namespace's capabilities.  Root
+            is uid 0 anyway.
 
     Returns:
         What ``function`` returned.
@@ -307,10 +320,16 @@ def run(function: Callable[..., T], *args: Any, timeout: float = DEFAULT_TIMEOUT
         ValueError: if ``timeout`` is not a positive number.
         Exception: whatever ``function`` raised.
     """
-    return start(function, *args, timeout=timeout).result()  # type: ignore[no-any-return]
+    child = start(function, *args, timeout=timeout, as_root=as_root)
+    return child.result()  # type: ignore[no-any-return]
 
 
-def start(function: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Child:
+def start(
+    function: Callable[..., Any],
+    *args: Any,
+    timeout: float = DEFAULT_TIMEOUT,
+    as_root: bool = False,
+) -> Child:
     """Start ``function(*args)`` in its own namespace, as :func:`run` does, without waiting.
 
     Several experiments can then run side by side, each on a loopback interface of
@@ -332,7 +351,7 @@ def start(function: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIM
         raise
     if pid == 0:  # pragma: no cover - the child; its coverage is its answer
         os.close(reader)
-        _child(function, args, writer)
+        _child(function, args, writer, as_root)
     os.close(writer)
     return Child(name, pid, reader, time.monotonic() + timeout, timeout)
 

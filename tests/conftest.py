@@ -57,8 +57,9 @@ NETNS_UNAVAILABLE = netns.unavailable_reason()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "netns: run the whole test, its fixtures included, in a private network namespace "
-        "(tcpref.netns), where any user may capture packets and attach socket filters",
+        "netns(root=False): run the whole test, its fixtures included, in a private network "
+        "namespace (tcpref.netns), where any user may capture packets and attach socket "
+        "filters; root=True makes the user uid 0 there, so programs it starts keep that right",
     )
 
 
@@ -90,7 +91,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return None
     hook = item.ihook
     hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    for data in netns.run(_run_in_namespace, item, nextitem, timeout=120):
+    as_root = bool(item.get_closest_marker("netns").kwargs.get("root", False))  # type: ignore[union-attr]
+    for data in netns.run(_run_in_namespace, item, nextitem, timeout=120, as_root=as_root):
         report = item.config.hook.pytest_report_from_serializable(config=item.config, data=data)
         hook.pytest_runtest_logreport(report=report)
     # What this process set up for earlier tests (a module's fixtures) and the next

@@ -528,7 +528,9 @@ def test_cli_server_out_of_descriptors_backs_off_and_recovers(model: str) -> Non
 # -- trace ----------------------------------------------------------------------------------
 
 IS_ROOT = os.geteuid() == 0
-privileged = pytest.mark.skipif(not IS_ROOT, reason="capturing needs CAP_NET_RAW (run as root)")
+# The trace command captures (CAP_NET_RAW): it runs in a private network namespace where
+# the user is uid 0, so that the command keeps the capability when it starts.
+privileged = pytest.mark.netns(root=True)
 
 
 @contextlib.contextmanager

@@ -213,3 +213,22 @@ def test_child_kill_ends_a_child_that_was_never_collected() -> None:
     child.kill()
     with pytest.raises(netns.NamespaceChildError, match="already collected"):
         child.result()
+
+
+@needs_netns
+def test_run_as_root_lets_a_started_program_keep_the_capability() -> None:
+    import subprocess
+
+    code = "import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close(); print('ok')"
+
+    def capture_in_a_new_program() -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+        )
+        return os.getuid(), done.stdout.strip() or done.stderr.strip().splitlines()[-1]
+
+    assert netns.run(capture_in_a_new_program, as_root=True) == (0, "ok")
+    if os.geteuid() != 0:
+        # Without it, the new program runs as the user and loses the capability.
+        uid, said = netns.run(capture_in_a_new_program)
+        assert (uid, said.startswith("PermissionError")) == (os.getuid(), True)
