@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from tcpref.errors import PermissionCallError, SocketCallError, checked, translate
 from tcpref.segment import Flags, Segment
@@ -59,6 +59,7 @@ __all__ = [
     "CapturedSegment",
     "PcapWriter",
     "TcpFlag",
+    "WritableBinaryFile",
     "capture_exchange",
     "collect_segments",
     "collect_syns",
@@ -517,6 +518,20 @@ def pcap_bytes(
 # -- the IO layer -----------------------------------------------------------------------
 
 
+class WritableBinaryFile(Protocol):
+    """What :class:`PcapWriter` writes to: a file opened in binary mode.
+
+    Such as ``open(path, "wb")``, an ``io.BytesIO``, or anything else that
+    takes bytes and can be flushed.  A text file cannot: it takes ``str``.
+    """
+
+    def write(self, data: bytes, /) -> object:
+        """Write ``data``."""
+
+    def flush(self) -> object:
+        """Push what was written on to the file."""
+
+
 def _check_binary_file(file: object) -> None:
     """Refuse a text file at once: it would fail only at the first write, half made."""
     if isinstance(file, io.TextIOBase) or not callable(getattr(file, "write", None)):
@@ -555,7 +570,11 @@ class PcapWriter:
     """
 
     def __init__(
-        self, file: BinaryIO, *, snap_length: int = FULL_SNAP_LENGTH, nanoseconds: bool = True
+        self,
+        file: WritableBinaryFile,
+        *,
+        snap_length: int = FULL_SNAP_LENGTH,
+        nanoseconds: bool = True,
     ) -> None:
         _check_binary_file(file)
         header = pcap_header(snap_length=snap_length, nanoseconds=nanoseconds)
@@ -589,7 +608,7 @@ class PcapWriter:
 
 
 def write_pcap(
-    file: BinaryIO,
+    file: WritableBinaryFile,
     packets: Iterable[CapturedPacket],
     *,
     snap_length: int = FULL_SNAP_LENGTH,

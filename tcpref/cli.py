@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
 import select
 import signal
@@ -40,9 +39,9 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from tcpref import wrap
 from tcpref.errors import (
@@ -53,9 +52,6 @@ from tcpref.errors import (
     translate,
 )
 from tcpref.servers import HANDLERS, MODELS
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
 
 __all__ = ["main"]
 
@@ -499,37 +495,41 @@ def _send_stdin(sock: socket.socket, traffic: _Traffic) -> None:
         wrap.shutdown(sock, socket.SHUT_WR)  # the half-close: "I have sent everything"
 
 
-class _PcapFile(io.BufferedWriter):
+class _PcapFile:
     """The ``--pcap`` file, whose every failure is a one-line error that names it.
 
-    Opening can fail (a missing folder, no permission), and so can any write or
-    flush later (``ENOSPC``): each becomes a :class:`CommandError`, so that the
-    command says which file it could not write instead of printing a traceback.
+    Opening can fail (a missing folder, no permission), and so can any write,
+    flush or close later (``ENOSPC``): each becomes a :class:`CommandError`, so that
+    the command says which file it could not write instead of printing a traceback.
     """
 
     def __init__(self, path: str) -> None:
-        try:
-            raw = io.FileIO(path, "w")
-        except OSError as exc:
-            raise _pcap_error(path, exc) from exc
-        super().__init__(raw)
         self._path = path
+        with self._failures():
+            self._file = open(path, "wb")  # noqa: SIM115 (closed by __exit__)
 
-    def write(self, data: ReadableBuffer, /) -> int:
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
         try:
-            return super().write(data)
+            yield
         except OSError as exc:
-            raise _pcap_error(self._path, exc) from exc
+            message = f"cannot write the --pcap file {self._path!r}: {exc.strerror or exc}"
+            raise CommandError(message) from exc
+
+    def write(self, data: bytes, /) -> int:
+        with self._failures():
+            return self._file.write(data)
 
     def flush(self) -> None:
-        try:
-            super().flush()
-        except OSError as exc:
-            raise _pcap_error(self._path, exc) from exc
+        with self._failures():
+            self._file.flush()
 
+    def __enter__(self) -> _PcapFile:
+        return self
 
-def _pcap_error(path: str, exc: OSError) -> CommandError:
-    return CommandError(f"cannot write the --pcap file {path!r}: {exc.strerror or exc}")
+    def __exit__(self, *exc_info: object) -> None:
+        with self._failures():
+            self._file.close()
 
 
 def trace(args: argparse.Namespace) -> int:
