@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import pwd
 import re
@@ -16,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -534,16 +533,10 @@ privileged = pytest.mark.netns(root=True)
 
 
 @contextlib.contextmanager
-def trace_process(
-    *args: str, preexec_fn: Callable[[], None] | None = None
-) -> Iterator[subprocess.Popen[str]]:
+def trace_process(*args: str) -> Iterator[subprocess.Popen[str]]:
     """Start ``python -m tcpref trace ARGS``; yield it once its capture is open."""
     proc = subprocess.Popen(
-        [*COMMAND, "trace", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=preexec_fn,
+        [*COMMAND, "trace", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
@@ -685,41 +678,6 @@ def test_cli_trace_unwritable_pcap_prints_one_line_and_exits_2(
     assert done.stdout == b""
 
 
-# From <linux/capability.h> and <linux/prctl.h>.
-_CAP_NET_RAW = 13
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-_PR_CAP_AMBIENT = 47
-_PR_CAP_AMBIENT_RAISE = 2
-
-
-def keep_cap_net_raw_across_exec() -> Callable[[], None]:
-    """A ``preexec_fn`` after which the program exec'd still holds CAP_NET_RAW.
-
-    In the test's private namespace an ordinary user holds every capability, but
-    ``execve`` clears them for a uid other than 0, so ``python -m tcpref trace``
-    could not capture.  A capability that is *ambient* survives ``execve``, and
-    one may be made ambient once it is inheritable (capabilities(7)).  As root,
-    whom ``execve`` leaves its capabilities, this changes nothing.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: not between fork and exec
-
-    def check(result: int, call: str) -> None:
-        if result != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"{call}: {os.strerror(code)}")
-
-    def raise_ambient() -> None:
-        header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)  # 0: this process
-        sets = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable), twice
-        check(libc.capget(header, sets), "capget")
-        sets[2] |= 1 << _CAP_NET_RAW  # inheritable, among capabilities 0-31
-        check(libc.capset(header, sets), "capset")
-        args = (_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, _CAP_NET_RAW, 0, 0)
-        check(libc.prctl(*(ctypes.c_ulong(arg) for arg in args)), "prctl(PR_CAP_AMBIENT_RAISE)")
-
-    return raise_ambient
-
-
 #: The connection of test_cli_trace_pcap_holds_the_segments_it_prints: the sender, the
 #: flags, seq and ack relative to the ISNs (None: no ACK flag), and the payload length.
 PCAP_CONNECTION = [
@@ -768,14 +726,14 @@ def pcap_as_scapy_reads_it(path: Path, server_port: int) -> list[tuple[Any, ...]
     return seen
 
 
-@pytest.mark.netns  # a private loopback, where any user may capture (tests/conftest.py)
+@privileged
 def test_cli_trace_pcap_holds_the_segments_it_prints(tmp_path: Path) -> None:
     path = tmp_path / "trace.pcap"
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(5)
         port = listener.getsockname()[1]
         args = ("--port", str(port), "--count", "8", "--timeout", "20", "--pcap", str(path))
-        with trace_process(*args, preexec_fn=keep_cap_net_raw_across_exec()) as proc:
+        with trace_process(*args) as proc:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
                 client_port = client.getsockname()[1]
                 conn, _ = listener.accept()
