@@ -148,7 +148,7 @@ class LiveRun:
         client_isn: The client's initial sequence number.
         server_isn: The server's, or ``None`` if no SYN+ACK was captured.
         states_after_loss: The client's and server's states, from /proc,
-            :data:`STATE_DELAY` seconds after the first lost segment was captured
+            ``STATE_DELAY`` seconds after the first lost segment was captured
             (the server's is its listener's, LISTEN, while it has no connection).
         final_states: The connection's entries in /proc once the capture was quiet,
             client's then server's (``None``: no entry, the connection is gone).
