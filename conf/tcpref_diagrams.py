@@ -6,9 +6,11 @@ Two directives, both drawn by :mod:`tcpref.diagrams` from the code itself:
   the simulator runs it and the trace becomes a sequence diagram.  The option
   ``:absolute:`` labels absolute sequence numbers instead of relative ones.
 * ``captured-sequence-diagram``: its argument names a live exchange
-  (``handshake-and-teardown``) that the build runs on loopback while capturing
+  (``handshake-and-teardown``, or a loss scenario of :mod:`tcpref.demos.losses`
+  such as ``lost-teardown-1``) that the build runs on loopback while capturing
   it, in a private network namespace (:func:`tcpref.netns.run`) where any user
-  holds the CAP_NET_RAW a capture needs.  The HTML build also saves the captured
+  holds the CAP_NET_RAW a capture needs (the loss scenarios all run once, side
+  by side, the first time a page asks for one of them).  The HTML build also saves the captured
   packets as a libpcap file beside the page (``handshake-and-teardown.pcap``), with
   a link to download it and open it in Wireshark.  A build where no such namespace
   can be made shows, in place of the diagram and the link, one sentence saying why.
@@ -33,6 +35,7 @@ from sphinx.util.docutils import SphinxDirective
 
 from tcpref import netns
 from tcpref.demos.exchanges import handshake_and_teardown
+from tcpref.demos.losses import LIVE_SCENARIOS, LiveRun, run_live_many
 from tcpref.diagrams import capture_diagram, sequence_diagram, state_diagram
 from tcpref.scenarios import SCENARIOS, run_scenario
 from tcpref.states import Event
@@ -111,8 +114,9 @@ class CapturedSequenceDiagram(SphinxDirective):
             ExtensionError: (as a directive error) if there is no such exchange.
         """
         name = self.arguments[0]
-        if name not in _LIVE_EXCHANGES:
-            raise self.error(f"no live exchange {name!r}; there are {sorted(_LIVE_EXCHANGES)}")
+        if name not in _LIVE_EXCHANGES and name not in LIVE_SCENARIOS:
+            known = sorted([*_LIVE_EXCHANGES, *LIVE_SCENARIOS])
+            raise self.error(f"no live exchange {name!r}; there are {known}")
         unavailable = netns.unavailable_reason()
         if unavailable is not None:
             reason = (
@@ -121,6 +125,8 @@ class CapturedSequenceDiagram(SphinxDirective):
                 f"network namespace: {unavailable}."
             )
             return [nodes.note("", nodes.paragraph("", reason))]
+        if name in LIVE_SCENARIOS:
+            return self._lost_segment(name)
         from tcpref.capture import capture_exchange, pcap_bytes
 
         script, count = _LIVE_EXCHANGES[name]
@@ -140,6 +146,32 @@ class CapturedSequenceDiagram(SphinxDirective):
         figure += _download_link(filename)
         figure += PcapFile("", filename=filename, data=pcap_bytes(exchange.packets))
         return [figure]
+
+    def _lost_segment(self, name: str) -> list[nodes.Node]:
+        """Draw a loss scenario as the kernel played it (:mod:`tcpref.demos.losses`)."""
+        live = _live_loss_runs()[name]
+        svg = capture_diagram(
+            live.entries,
+            live.client_isn,
+            live.server_isn,
+            title=f"{name}, on the live kernel",
+        )
+        caption = (
+            f"The same loss on the live kernel, while this site was built: a socket filter "
+            f"dropped the segment, and loopback carried the rest ({len(live.entries)} "
+            "segments captured)."
+        )
+        return _figure(svg, caption, f"captured-{name}")
+
+
+#: The live loss runs of this build, made once, side by side, when a page first asks.
+_LIVE_LOSS_RUNS: dict[str, LiveRun] = {}
+
+
+def _live_loss_runs() -> dict[str, LiveRun]:
+    if not _LIVE_LOSS_RUNS:
+        _LIVE_LOSS_RUNS.update(run_live_many(LIVE_SCENARIOS))
+    return _LIVE_LOSS_RUNS
 
 
 class StateDiagram(SphinxDirective):

@@ -368,14 +368,14 @@ LINK = (
 )
 
 
-def build_site(tmp_path: Path, conf: Path = CONF) -> Path:
-    """Build a two-page site whose page ``concepts/page`` draws the captured exchange."""
+def build_site(tmp_path: Path, conf: Path = CONF, exchange: str = "handshake-and-teardown") -> Path:
+    """Build a two-page site whose page ``concepts/page`` draws the captured ``exchange``."""
     pytest.importorskip("sphinx", reason="the docs extra (Sphinx) is not installed")
     src = tmp_path / "src"
     (src / "concepts").mkdir(parents=True)
     (src / "index.md").write_text("# Site\n\n```{toctree}\nconcepts/page\n```\n", encoding="utf-8")
     (src / "concepts" / "page.md").write_text(
-        "# Page\n\n```{captured-sequence-diagram} handshake-and-teardown\n```\n", encoding="utf-8"
+        f"# Page\n\n```{{captured-sequence-diagram}} {exchange}\n```\n", encoding="utf-8"
     )
     out = tmp_path / "html"
     done = subprocess.run(
@@ -450,3 +450,17 @@ def test_site_without_a_namespace_has_no_capture_link(tmp_path: Path) -> None:
     assert "in a private network namespace: a test says there is none." in page
     assert "Download this capture" not in page
     assert list(out.rglob("*.pcap")) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NETNS_UNAVAILABLE is not None, reason=f"no namespace: {NETNS_UNAVAILABLE}")
+def test_site_draws_a_loss_scenario_as_the_kernel_played_it(tmp_path: Path) -> None:
+    out = build_site(tmp_path, exchange="lost-teardown-1")
+    page = (out / "concepts" / "page.html").read_text(encoding="utf-8")
+    figure = page[page.index('id="captured-lost-teardown-1"') :]
+    labels = [t for t in re.findall(r"<text[^>]*>([^<]*)</text>", figure) if " seq=" in t]
+    fins = [label for label in labels if label.startswith("FIN|ACK seq=1 ack=1")]
+    assert len(fins) == 2, labels  # the client's FIN, lost, and sent again
+    assert "(lost)" in fins[0]
+    assert "(retransmission)" in fins[1]
+    assert "on the live kernel, while this site was built" in page
