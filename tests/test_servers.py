@@ -2,6 +2,13 @@
 
 Every test here is bounded in time and count, and the autouse ``no_leaks`` fixture
 fails any test that leaves a descriptor, thread or child process behind.
+
+A fork server under test serves in a process of its own (``running_forked``), in
+that process's main thread, as under ``python -m tcpref serve``: a fork made while
+the forking process runs other threads may deadlock the child (Python 3.12 and newer
+warn), and the autouse ``forks_from_one_thread`` fixture fails any test in which a
+process forks with other threads running.  The tests talk to it over loopback, and
+see its children in /proc.
 """
 
 from __future__ import annotations
@@ -12,14 +19,18 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
 
+import fork_guard
 import pytest
 
+import tcpref
 from tcpref.errors import SocketCallError
 from tcpref.servers import (
     MODELS,
@@ -31,6 +42,7 @@ from tcpref.servers import (
     ThreadServer,
     Upper,
     running,
+    running_forked,
 )
 from tcpref.servers.base import set_idle_timeout
 
@@ -41,9 +53,47 @@ pytestmark = pytest.mark.skipif(
 ALL_MODELS = pytest.mark.parametrize("model", sorted(MODELS))
 
 
+@pytest.fixture(autouse=True)
+def forks_from_one_thread(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if any process forked while it ran other threads (see fork_guard)."""
+    with fork_guard.watching(tmp_path / "forks.txt", request.node.nodeid):
+        yield
+
+
 def make(model: str, **kwargs: Any) -> BaseServer:
     kwargs.setdefault("grace", 1.0)
     return MODELS[model](**kwargs)
+
+
+class Served(NamedTuple):
+    """A server serving in the background, as the tests see it, whatever its model."""
+
+    address: tuple[str, int]
+    #: Stops it gracefully, and waits until it has finished.
+    stop: Callable[[], None]
+    #: Once stopped: whether the server closed its listening socket.
+    listener_closed: Callable[[], bool]
+
+
+def serve_then_report_listener(server: BaseServer) -> int:
+    """In a fork server's own process: serve, then say what became of the listener."""
+    server.serve_forever()
+    return server.listener.fileno()
+
+
+@contextlib.contextmanager
+def serving(server: BaseServer) -> Iterator[Served]:
+    """Serve in the background until the block ends, then stop and check the server.
+
+    A fork server serves in a process of its own, in its main thread, so that each
+    fork is made by a process with one thread; the others serve in a thread here.
+    """
+    if isinstance(server, ForkServer):
+        with running_forked(server, serve_then_report_listener) as process:
+            yield Served(process.address, process.stop, lambda: process.result == -1)
+    else:
+        with running(server) as address:
+            yield Served(address, server.stop, lambda: server.listener.fileno() == -1)
 
 
 def connect(address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
@@ -131,32 +181,32 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 @pytest.mark.parametrize("size", [1, 64 * 1024, 16 * 1024 * 1024 + 1])
 def test_server_echo_is_byte_exact(model: str, size: int) -> None:
     payload = os.urandom(size)
-    with running(make(model)) as address:
-        assert exchange(address, payload) == payload
+    with serving(make(model)) as served:
+        assert exchange(served.address, payload) == payload
 
 
 @ALL_MODELS
 def test_server_half_close_checker(model: str) -> None:
-    with running(make(model)) as address:
-        check_half_close(address)
+    with serving(make(model)) as served:
+        check_half_close(served.address)
 
 
 @ALL_MODELS
 def test_server_upper_handler_answers_in_upper_case(model: str) -> None:
-    with running(make(model, handler=Upper)) as address:
-        assert exchange(address, b"hello, world\n") == b"HELLO, WORLD\n"
+    with serving(make(model, handler=Upper)) as served:
+        assert exchange(served.address, b"hello, world\n") == b"HELLO, WORLD\n"
 
 
 @ALL_MODELS
 def test_server_line_handler_answers_a_last_line_without_newline(model: str) -> None:
-    with running(make(model, handler=LineUpper)) as address:
-        assert exchange(address, b"one\ntwo") == b"ONE\nTWO"
+    with serving(make(model, handler=LineUpper)) as served:
+        assert exchange(served.address, b"one\ntwo") == b"ONE\nTWO"
 
 
 @ALL_MODELS
 def test_server_serves_100_concurrent_clients(model: str) -> None:
-    with running(make(model, max_connections=100)) as address, contextlib.ExitStack() as stack:
-        clients = [stack.enter_context(connect(address)) for _ in range(100)]
+    with serving(make(model, max_connections=100)) as served, contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(connect(served.address)) for _ in range(100)]
         for number, sock in enumerate(clients):
             sock.sendall(f"client {number}\n".encode())
         for number, sock in enumerate(clients):
@@ -169,37 +219,37 @@ def test_server_serves_100_concurrent_clients(model: str) -> None:
 
 @ALL_MODELS
 def test_server_survives_200_clients_closing_at_once(model: str) -> None:
-    with running(make(model, max_connections=200)) as address:
-        clients = [connect(address) for _ in range(200)]
+    with serving(make(model, max_connections=200)) as served:
+        clients = [connect(served.address) for _ in range(200)]
         for sock in clients:
             sock.sendall(b"x" * 100)
         for sock in clients:
             sock.close()
-        assert exchange(address, b"still serving") == b"still serving"
+        assert exchange(served.address, b"still serving") == b"still serving"
 
 
 @ALL_MODELS
 def test_server_survives_clients_that_reset_mid_stream(model: str) -> None:
-    with running(make(model)) as address:
+    with serving(make(model)) as served:
         for _ in range(20):
-            sock = connect(address)
+            sock = connect(served.address)
             sock.sendall(os.urandom(256 * 1024))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()  # RST while the server is still answering
-        assert exchange(address, b"after the resets") == b"after the resets"
+        assert exchange(served.address, b"after the resets") == b"after the resets"
 
 
 @ALL_MODELS
 def test_server_survives_clients_that_write_8mib_and_close_without_reading(model: str) -> None:
-    with running(make(model)) as address:
+    with serving(make(model)) as served:
         for _ in range(3):
-            with connect(address) as sock:
+            with connect(served.address) as sock:
                 sock.settimeout(0.5)
                 # The echo fills both directions' buffers; give up writing when the
                 # server stops reading us, then close without reading a byte.
                 with contextlib.suppress(TimeoutError):
                     sock.sendall(os.urandom(8 * 1024 * 1024))
-        assert exchange(address, b"next client") == b"next client"
+        assert exchange(served.address, b"next client") == b"next client"
 
 
 class Explodes(Echo):
@@ -216,9 +266,9 @@ def test_server_handler_exception_closes_only_that_connection(
     model: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with (
-        running(make(model, handler=Explodes)) as address,
-        connect(address) as bystander,
-        connect(address) as victim,
+        serving(make(model, handler=Explodes)) as served,
+        connect(served.address) as bystander,
+        connect(served.address) as victim,
     ):
         bystander.sendall(b"before ")
         assert bystander.recv(7, socket.MSG_WAITALL) == b"before "
@@ -235,7 +285,7 @@ def test_server_handler_exception_closes_only_that_connection(
 
 @ALL_MODELS
 def test_server_closes_idle_clients(model: str) -> None:
-    with running(make(model, idle_timeout=0.3)) as address, connect(address) as sock:
+    with serving(make(model, idle_timeout=0.3)) as served, connect(served.address) as sock:
         started = time.monotonic()
         assert read_to_eof(sock) == b""
         assert 0.25 < time.monotonic() - started < 3.0
@@ -244,8 +294,8 @@ def test_server_closes_idle_clients(model: str) -> None:
 @ALL_MODELS
 def test_server_closes_a_client_that_trickles_an_endless_line(model: str) -> None:
     with (
-        running(make(model, handler=LineUpper, idle_timeout=0.4)) as address,
-        connect(address) as sock,
+        serving(make(model, handler=LineUpper, idle_timeout=0.4)) as served,
+        connect(served.address) as sock,
     ):
         closed = False
         for _ in range(40):  # 40 bytes, 0.05 s apart: 2 s at most
@@ -265,13 +315,13 @@ def test_server_closes_a_client_that_trickles_an_endless_line(model: str) -> Non
 
 @ALL_MODELS
 def test_server_connection_cap_makes_excess_clients_wait_in_the_backlog(model: str) -> None:
-    with running(make(model, max_connections=2)) as address:
-        first, second = connect(address), connect(address)
+    with serving(make(model, max_connections=2)) as served:
+        first, second = connect(served.address), connect(served.address)
         with first, second:
             for sock in (first, second):
                 sock.sendall(b"in")
                 assert sock.recv(2, socket.MSG_WAITALL) == b"in"
-            with connect(address) as third:  # the kernel completes the handshake ...
+            with connect(served.address) as third:  # the kernel completes the handshake ...
                 third.sendall(b"waiting")
                 third.settimeout(0.3)
                 with pytest.raises(TimeoutError):  # ... but nobody serves it yet
@@ -364,14 +414,13 @@ def test_server_accept_failure_names_the_call_and_address() -> None:
 def test_server_stop_refuses_new_clients_at_once_and_lets_in_flight_ones_finish(
     model: str,
 ) -> None:
-    server = make(model, grace=3.0)
-    with running(server) as address:
-        active = connect(address)
+    with serving(make(model, grace=3.0)) as served:
+        active = connect(served.address)
         active.sendall(b"one")
         assert active.recv(3, socket.MSG_WAITALL) == b"one"
-        stopper = threading.Thread(target=server.stop)
+        stopper = threading.Thread(target=served.stop)
         stopper.start()
-        assert wait_until(lambda: is_refused(address), timeout=1.0)
+        assert wait_until(lambda: is_refused(served.address), timeout=1.0)
         active.sendall(b"two")  # still served during the grace period
         assert active.recv(3, socket.MSG_WAITALL) == b"two"
         started = time.monotonic()
@@ -383,16 +432,15 @@ def test_server_stop_refuses_new_clients_at_once_and_lets_in_flight_ones_finish(
 
 @ALL_MODELS
 def test_server_stop_closes_idle_clients_after_the_grace_period(model: str) -> None:
-    server = make(model, grace=0.5)
-    with running(server) as address, connect(address) as idle:
+    with serving(make(model, grace=0.5)) as served, connect(served.address) as idle:
         idle.sendall(b"hi")
         assert idle.recv(2, socket.MSG_WAITALL) == b"hi"
         started = time.monotonic()
-        server.stop()
+        served.stop()
         elapsed = time.monotonic() - started
         assert 0.4 < elapsed < 5.0
         assert read_to_eof(idle) == b""
-    assert server.listener.fileno() == -1
+    assert served.listener_closed()
 
 
 @ALL_MODELS
@@ -422,127 +470,16 @@ def test_server_binds_loopback_by_default() -> None:
 
 
 # -- the fork server's children ------------------------------------------------------------
-
-
-def run_fork_server_in_main_thread(
-    server: ForkServer, client_work: Callable[[tuple[str, int]], None]
-) -> list[BaseException]:
-    """Serve in the main thread (SIGCHLD handler installed) while ``client_work`` runs."""
-    failures: list[BaseException] = []
-
-    def clients() -> None:
-        try:
-            client_work(server.address)
-        except BaseException as exc:  # reported to the test below
-            failures.append(exc)
-        finally:
-            server.stop()
-
-    worker = threading.Thread(target=clients)
-    watchdog = threading.Timer(60, server.stop)  # never serve forever in a test
-    worker.start()
-    watchdog.start()
-    try:
-        server.serve_forever()
-    finally:
-        watchdog.cancel()
-        watchdog.join()
-        worker.join(timeout=10)
-    return failures
-
-
-def zombie_children() -> list[int]:
-    zombies = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-                if fields[0] == "Z" and int(fields[1]) == os.getpid():
-                    zombies.append(int(entry))
-    return zombies
-
-
-def test_fork_server_1000_short_connections_leave_no_zombies() -> None:
-    server = ForkServer(grace=1.0)
-    handlers_seen: list[bool] = []
-
-    def work(address: tuple[str, int]) -> None:
-        installed = wait_until(lambda: signal_handler_now() == server._on_sigchld)
-        handlers_seen.append(installed)
-        for number in range(1000):
-            message = b"%d" % number
-            assert exchange(address, message) == message
-        assert wait_until(lambda: not server.children, timeout=5)
-        assert zombie_children() == []
-
-    failures = run_fork_server_in_main_thread(server, work)
-    assert failures == []
-    assert handlers_seen == [True]  # the SIGCHLD handler was installed while serving
-    assert signal_handler_now() != server._on_sigchld  # and taken away after
-
-
-def signal_handler_now() -> object:
-    import signal
-
-    return signal.getsignal(signal.SIGCHLD)
-
-
-def test_fork_server_leaves_a_foreign_child_waitable() -> None:
-    foreign = os.fork()
-    if foreign == 0:
-        time.sleep(0.2)
-        os._exit(7)
-    server = ForkServer(grace=1.0)
-
-    def work(address: tuple[str, int]) -> None:
-        # Serve clients while the foreign child exits: its SIGCHLD reaches our handler.
-        for _ in range(20):
-            assert exchange(address, b"ping") == b"ping"
-            time.sleep(0.02)
-
-    try:
-        failures = run_fork_server_in_main_thread(server, work)
-    finally:
-        pid, status = os.waitpid(foreign, 0)  # ChildProcessError if the server stole it
-    assert failures == []
-    assert pid == foreign
-    assert os.waitstatus_to_exitcode(status) == 7
+#
+# Each of these runs a ForkServer in a process of its own (running_forked), serving in
+# its main thread, where it installs its SIGCHLD handler.  What a test needs from inside
+# that process, it reads from /proc, or the ``serve`` function it passes sends back.
 
 
 def process_state(pid: int) -> str:
+    """The one-letter state of ``pid``: R running, S sleeping, Z zombie, ..."""
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().rpartition(")")[2].split()[0]
-
-
-def test_fork_server_reaps_a_child_that_exits_before_its_pid_is_recorded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Only the SIGCHLD handler reaps while serving in the main thread.  Here the
-    # child's SIGCHLD is handled inside fork(), before the server has recorded the
-    # pid; no later SIGCHLD comes, and the child must be collected all the same.
-    real_fork = os.fork
-    delayed: list[int] = []
-
-    def fork_that_returns_late() -> int:
-        pid = real_fork()
-        if pid:  # the parent: let the child exit, and its SIGCHLD be handled, first
-            delayed.append(pid)
-            wait_until(lambda: process_state(pid) == "Z", timeout=5)
-            time.sleep(0.05)  # the handler runs during the sleep
-        return pid
-
-    server = ForkServer(grace=1.0)
-    monkeypatch.setattr(os, "fork", fork_that_returns_late)
-    reaped: list[bool] = []
-
-    def work(address: tuple[str, int]) -> None:
-        connect(address).close()  # the child reads end of stream and exits at once
-        assert wait_until(lambda: len(delayed) == 1)
-        reaped.append(wait_until(lambda: not server.children and not zombie_children(), 2.0))
-
-    failures = run_fork_server_in_main_thread(server, work)
-    assert failures == []
-    assert reaped == [True]
 
 
 def signal_masks(pid: int) -> dict[str, int]:
@@ -556,47 +493,116 @@ def has(mask: int, sig: int) -> bool:
     return bool(mask & (1 << (sig - 1)))
 
 
-def test_fork_server_child_takes_its_own_signal_dispositions() -> None:
-    # As under `python -m tcpref serve`: the parent handles SIGTERM and SIGINT.
-    server = ForkServer(grace=1.0)
-    seen: list[dict[str, int]] = []
+def catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler installed for ``sig``."""
+    return has(signal_masks(pid)["SigCgt"], sig)
 
-    def work(address: tuple[str, int]) -> None:
-        with connect(address) as sock:
+
+def open_files(pid: int) -> set[str]:
+    """What each descriptor of ``pid`` refers to, such as 'socket:[1234]'."""
+    return {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+
+
+def test_fork_server_1000_short_connections_leave_no_zombies() -> None:
+    def serve(server: ForkServer) -> bool:  # in the server process
+        previous = signal.getsignal(signal.SIGCHLD)
+        server.serve_forever()
+        return signal.getsignal(signal.SIGCHLD) == previous
+
+    with running_forked(ForkServer(grace=1.0), serve) as process:
+        # The SIGCHLD handler is installed while serving (before, nothing caught it).
+        assert wait_until(lambda: catches(process.pid, signal.SIGCHLD))
+        for number in range(1000):
+            message = b"%d" % number
+            assert exchange(process.address, message) == message
+        # Children include zombies: none left means every child was reaped.
+        assert wait_until(lambda: not process.children(), timeout=5)
+    assert process.result is True  # and the previous handler was put back after
+
+
+def test_fork_server_leaves_a_foreign_child_waitable() -> None:
+    def serve(server: ForkServer) -> tuple[str, int]:  # in the server process
+        foreign = os.fork()  # a child the server did not make
+        if foreign == 0:
+            time.sleep(0.2)
+            os._exit(7)
+        server.serve_forever()  # the foreign child's SIGCHLD reaches the server's handler
+        exited_unreaped = process_state(foreign)  # "Z": exited, and left for its owner
+        _, status = os.waitpid(foreign, 0)  # ChildProcessError if the server stole it
+        return exited_unreaped, os.waitstatus_to_exitcode(status)
+
+    with running_forked(ForkServer(grace=1.0), serve) as process:
+        started = time.monotonic()
+        # Serve clients while the foreign child exits, 0.2 s in.
+        while time.monotonic() - started < 0.5:
+            assert exchange(process.address, b"ping") == b"ping"
+            time.sleep(0.02)
+    assert process.result == ("Z", 7)
+
+
+def test_fork_server_reaps_a_child_that_exits_before_its_pid_is_recorded() -> None:
+    # Only the SIGCHLD handler reaps while serving in the main thread.  Here the
+    # child's SIGCHLD is handled inside fork(), before the server has recorded the
+    # pid; no later SIGCHLD comes, and the child must be collected all the same.
+    def serve(server: ForkServer) -> int:  # in the server process
+        real_fork = os.fork
+        delayed: list[int] = []
+
+        def fork_that_returns_late() -> int:
+            pid = real_fork()
+            if pid:  # the parent: let the child exit, and its SIGCHLD be handled, first
+                delayed.append(pid)
+                wait_until(lambda: process_state(pid) == "Z", timeout=5)
+                time.sleep(0.05)  # the handler runs during the sleep
+            return pid
+
+        os.fork = fork_that_returns_late  # in this process only, which exits after
+        server.serve_forever()
+        return len(delayed)
+
+    with running_forked(ForkServer(grace=1.0), serve) as process:
+        with connect(process.address) as sock:
             sock.sendall(b"x")
-            assert sock.recv(1) == b"x"
-            (child,) = server.children
-            seen.append(signal_masks(child))
-            seen.append(signal_masks(os.getpid()))
+            assert sock.recv(1) == b"x"  # the child serves: the fork has returned in it
+        # The child reads end of stream and exits at once; its pid is recorded late.
+        assert wait_until(lambda: not process.children(), timeout=7)
+    assert process.result == 1  # the one fork returned late
 
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        failures = run_fork_server_in_main_thread(server, work)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    assert failures == []
-    child, parent = seen
-    assert has(parent["SigCgt"], signal.SIGTERM)
-    assert has(parent["SigCgt"], signal.SIGCHLD)
+
+def test_fork_server_child_takes_its_own_signal_dispositions() -> None:
+    def serve(server: ForkServer) -> None:  # in the server process
+        # As under `python -m tcpref serve`, the server process handles SIGINT, and
+        # SIGTERM too (running_forked's handler; running_forked ignores SIGINT).
+        signal.signal(signal.SIGINT, lambda *_: None)
+        server.serve_forever()
+
+    with (
+        running_forked(ForkServer(grace=1.0), serve) as process,
+        connect(process.address) as sock,
+    ):
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+        (child,) = process.children()
+        child_masks, parent_masks = signal_masks(child), signal_masks(process.pid)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        assert has(parent_masks["SigCgt"], sig)
     # SIGTERM ends the child, Ctrl-C's SIGINT leaves it alone, SIGCHLD is not its business.
-    assert not has(child["SigCgt"], signal.SIGTERM)
-    assert not has(child["SigIgn"], signal.SIGTERM)
-    assert has(child["SigIgn"], signal.SIGINT)
-    assert not has(child["SigCgt"], signal.SIGCHLD)
-    assert not any(has(child["SigBlk"], sig) for sig in (signal.SIGTERM, signal.SIGCHLD))
+    assert not has(child_masks["SigCgt"], signal.SIGTERM)
+    assert not has(child_masks["SigIgn"], signal.SIGTERM)
+    assert has(child_masks["SigIgn"], signal.SIGINT)
+    assert not has(child_masks["SigCgt"], signal.SIGCHLD)
+    assert not any(has(child_masks["SigBlk"], sig) for sig in (signal.SIGTERM, signal.SIGCHLD))
 
 
 def test_fork_server_child_closes_the_listening_socket() -> None:
     server = ForkServer(grace=1.0)
-    with running(server) as address, connect(address) as sock:
+    listener = f"socket:[{os.fstat(server.listener.fileno()).st_ino}]"
+    with running_forked(server) as process, connect(process.address) as sock:
         sock.sendall(b"x")
         assert sock.recv(1) == b"x"
-        (child,) = server.children
-        listener_inode = os.fstat(server.listener.fileno()).st_ino
-        child_fds = os.listdir(f"/proc/{child}/fd")
-        targets = {os.readlink(f"/proc/{child}/fd/{fd}") for fd in child_fds}
-        assert f"socket:[{listener_inode}]" not in targets
+        (child,) = process.children()
+        assert listener in open_files(process.pid)  # the server process listens ...
+        assert listener not in open_files(child)  # ... its child does not
 
 
 def test_thread_server_keeps_no_finished_threads() -> None:
@@ -609,21 +615,62 @@ def test_thread_server_keeps_no_finished_threads() -> None:
         assert not [n for n in names if n.startswith("tcpref-conn-")]
 
 
-def test_fork_server_survives_a_failed_fork(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_fork = os.fork
-    failures = [BlockingIOError(11, "Resource temporarily unavailable")]
+def test_fork_server_survives_a_failed_fork() -> None:
+    def serve(server: ForkServer) -> int:  # in the server process
+        real_fork = os.fork
+        failures = [BlockingIOError(11, "Resource temporarily unavailable")]
 
-    def fork_that_fails_once() -> int:
-        if failures:
-            raise failures.pop()  # as under RLIMIT_NPROC: EAGAIN
-        return real_fork()
+        def fork_that_fails_once() -> int:
+            if failures:
+                raise failures.pop()  # as under RLIMIT_NPROC: EAGAIN
+            return real_fork()
 
-    monkeypatch.setattr(os, "fork", fork_that_fails_once)
-    with running(ForkServer(grace=1.0)) as address:
-        with connect(address) as dropped:
+        os.fork = fork_that_fails_once  # in this process only, which exits after
+        server.serve_forever()
+        return len(failures)
+
+    with running_forked(ForkServer(grace=1.0), serve) as process:
+        with connect(process.address) as dropped:
             assert read_to_eof(dropped) == b""  # this client could not be served ...
-        assert exchange(address, b"next") == b"next"  # ... but the server goes on
-    assert failures == []
+        assert exchange(process.address, b"next") == b"next"  # ... but the server goes on
+    assert process.result == 0  # the failure was used
+
+
+# A fork server serving in a thread that is not the main thread cannot install its
+# SIGCHLD handler, so its accept loop reaps; and each of its forks is made by a
+# process with two threads, which Python 3.12 and newer warn about.  A process of its
+# own shows both, without forking from this one with threads running.
+IN_A_THREAD = """\
+import socket, time
+from tcpref.servers import ForkServer, running
+
+server = ForkServer(grace=1.0)
+with running(server) as address:
+    for _ in range(5):
+        with socket.create_connection(address, timeout=5) as sock:
+            sock.sendall(b"ping")
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(10) == b"ping"
+    deadline = time.monotonic() + 5
+    while server.children and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("children left:", len(server.children))
+"""
+
+
+def test_fork_server_in_a_thread_reaps_in_its_loop_and_python_warns() -> None:
+    package = str(Path(tcpref.__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-W", "always::DeprecationWarning", "-c", IN_A_THREAD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": package},
+    )
+    assert (done.returncode, done.stdout) == (0, "children left: 0\n"), done.stderr
+    warned = "is multi-threaded, use of fork() may lead to deadlocks" in done.stderr
+    assert warned == (sys.version_info >= (3, 12)), done.stderr
 
 
 class Crashes(ThreadServer):
@@ -638,3 +685,58 @@ def test_running_reports_a_crashed_server() -> None:
     ):
         time.sleep(0.05)
     assert isinstance(raised.value.__cause__, OSError)
+
+
+# -- running_forked: a server in a process of its own -----------------------------------
+
+
+class CrashesForked(ForkServer):
+    def _serve(self) -> None:
+        raise OSError(22, "invented failure")
+
+
+def test_running_forked_reports_a_crashed_server_with_its_traceback() -> None:
+    with (
+        pytest.raises(RuntimeError, match="fork server crashed") as raised,
+        running_forked(CrashesForked(grace=0.5)) as process,
+    ):
+        wait_until(lambda: process_state(process.pid) == "Z")  # it crashed, and exited
+    cause = raised.value.__cause__
+    assert isinstance(cause, OSError)
+    assert cause.errno == 22
+    assert "in _serve" in "".join(getattr(cause, "__notes__", []))
+
+
+@ALL_MODELS
+def test_running_forked_stopped_at_once_still_stops_gracefully(model: str) -> None:
+    # The stop's SIGTERM must not come before the server process has its handler
+    # (running_forked waits until it says so): it would kill the process, unreported.
+    with running_forked(make(model)) as process:
+        pass
+    assert process.stop_outcome in (None, (0, 0))  # stopped before serving, or at once
+    process.stop()  # twice is harmless
+
+
+@ALL_MODELS
+def test_running_forked_serves_every_model_and_says_how_the_stop_went(model: str) -> None:
+    with running_forked(make(model, grace=0.3)) as process, connect(process.address) as idle:
+        idle.sendall(b"hi")
+        assert idle.recv(2, socket.MSG_WAITALL) == b"hi"
+        process.stop()  # the idle client is still open: cut after the grace period
+        assert read_to_eof(idle) == b""
+    assert process.stop_outcome == (1, 1)
+
+
+def test_running_forked_server_process_keeps_only_stdio_and_its_listener() -> None:
+    server = ForkServer(grace=1.0)
+    listener = f"socket:[{os.fstat(server.listener.fileno()).st_ino}]"
+    with socket.socket() as unrelated:  # a descriptor the caller had before the fork
+        mine = os.readlink(f"/proc/self/fd/{unrelated.fileno()}")
+        with running_forked(server) as process:
+            held = open_files(process.pid)
+            stdio = {os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)}
+    assert listener in held
+    assert mine not in held
+    # Beyond stdio and the listener: the pipe its report goes back through.
+    assert len(held - stdio - {listener}) == 1
+    assert server.listener.fileno() == -1  # the caller's copy is closed at once

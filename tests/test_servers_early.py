@@ -9,7 +9,9 @@ a model applies to its listener once serving starts misses every connection alre
 queued (issue 13: an idle client that was never closed).
 
 Each test connects first and serves afterwards, then checks that every idle client is
-closed within ``IDLE`` seconds of being served, plus ``SLACK``.
+closed within ``IDLE`` seconds of being served, plus ``SLACK``.  A fork server serves
+in a process of its own (``running_forked``), so that it forks from a process with
+one thread; the autouse ``forks_from_one_thread`` fixture checks that every fork does.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fork_guard
 import pytest
 
 import tcpref
 from tcpref import kernel
-from tcpref.servers import MODELS, BaseServer, running
+from tcpref.servers import MODELS, BaseServer, ForkServer, running, running_forked
 from tcpref.servers.base import set_idle_timeout
 
 pytestmark = pytest.mark.skipif(
@@ -47,10 +50,28 @@ IDLE = 0.5
 SLACK = 1.5
 
 
+@pytest.fixture(autouse=True)
+def forks_from_one_thread(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if any process forked while it ran other threads (see fork_guard)."""
+    with fork_guard.watching(tmp_path / "forks.txt", request.node.nodeid):
+        yield
+
+
 def make(model: str, **kwargs: Any) -> BaseServer:
     kwargs.setdefault("grace", 1.0)
     kwargs.setdefault("idle_timeout", IDLE)
     return MODELS[model](**kwargs)
+
+
+def in_background(server: BaseServer) -> contextlib.AbstractContextManager[object]:
+    """Serve in the background until the block ends.
+
+    A fork server serves in a process of its own, in its main thread, so that each
+    fork is made by a process with one thread; the others serve in a thread here.
+    The clients that connected before keep waiting in the listener's accept queue,
+    which the server process shares.
+    """
+    return running_forked(server) if isinstance(server, ForkServer) else running(server)
 
 
 def connect(address: tuple[str, int]) -> socket.socket:
@@ -134,7 +155,7 @@ def test_server_closes_idle_clients_that_connected_before_serving(model: str) ->
         early = [clients.enter_context(connect(server.address)) for _ in range(8)]
         wait_until_queued(server.address[1], 8)
         started = time.monotonic()
-        with running(server):
+        with in_background(server):
             closed = [time_closed(sock, deadline=started + IDLE + SLACK) for sock in early]
     assert None not in closed, f"{closed.count(None)} of 8 early clients never closed"
     assert min(t for t in closed if t is not None) - started >= 0.9 * IDLE
@@ -145,7 +166,7 @@ def test_server_closes_an_early_client_that_waited_behind_the_connection_cap(mod
     server = make(model, max_connections=1)
     with server, contextlib.ExitStack() as serving:
         check_idle_clients_are_closed_behind_a_cap_of_one(
-            server.address, lambda: serving.enter_context(running(server))
+            server.address, lambda: serving.enter_context(in_background(server))
         )
 
 

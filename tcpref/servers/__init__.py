@@ -8,8 +8,10 @@
 from tcpref.servers.base import (
     BaseServer,
     HandlerFactory,
+    ServerProcess,
     StopOutcome,
     running,
+    running_forked,
     serve_connection,
 )
 from tcpref.servers.fork_server import ForkServer
@@ -28,10 +30,12 @@ __all__ = [
     "LineHandler",
     "LineUpper",
     "SelectServer",
+    "ServerProcess",
     "StopOutcome",
     "ThreadServer",
     "Upper",
     "running",
+    "running_forked",
     "serve_connection",
 ]
 

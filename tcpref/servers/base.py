@@ -26,13 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
+import os
+import select
+import signal
 import socket
 import struct
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, NoReturn, TypeVar
 
 from tcpref import wrap
 from tcpref.errors import format_address, translate
@@ -41,8 +46,10 @@ from tcpref.servers.handlers import Echo, Handler
 __all__ = [
     "BaseServer",
     "HandlerFactory",
+    "ServerProcess",
     "StopOutcome",
     "running",
+    "running_forked",
     "serve_connection",
     "set_idle_timeout",
 ]
@@ -433,6 +440,11 @@ def running(server: BaseServer) -> Iterator[tuple[str, int]]:
     On exit the server is stopped gracefully and its thread joined, so nothing is
     left behind: no thread, no child process, no listening socket.
 
+    A :class:`~tcpref.servers.fork_server.ForkServer` run this way forks each child
+    from a process with two threads, which Python 3.12 and newer warn about, since
+    a child forked from a process with threads can deadlock: serve it with
+    :func:`running_forked` instead.
+
     Raises:
         RuntimeError: if the server does not stop within ``grace`` plus 10 s, or if
             it crashed (the crash is the ``__cause__``).
@@ -456,3 +468,251 @@ def running(server: BaseServer) -> Iterator[tuple[str, int]]:
             raise RuntimeError(f"{server.model} server did not stop")
         if crashes:
             raise RuntimeError(f"{server.model} server crashed") from crashes[0]
+
+
+S = TypeVar("S", bound=BaseServer)
+
+# How long ServerProcess waits for the server's process to start, and to stop beyond
+# its grace.
+_STOP_PATIENCE = 10.0
+# The server process's first byte: it has its SIGTERM handler, and only its descriptors.
+_READY = b"+"
+
+
+class ServerProcess:
+    """A server serving in a process of its own, started by :func:`running_forked`.
+
+    The server object that was passed to :func:`running_forked` stays behind in the
+    calling process, as a copy that never serves: ask this handle instead.
+
+    Attributes:
+        pid: The server process's pid.
+        address: The address the server listens on.
+        stop_outcome: How the stop went (:attr:`BaseServer.stop_outcome`), once
+            :meth:`stop` has returned.
+        result: What the ``serve`` function given to :func:`running_forked`
+            returned in the server process, once :meth:`stop` has returned.
+    """
+
+    def __init__(self, server: BaseServer, pid: int, reader: int) -> None:
+        self.pid = pid
+        self.address: tuple[str, int] = server.address
+        self.stop_outcome: StopOutcome | None = None
+        self.result: object = None
+        self._model = server.model
+        self._patience = server.grace + _STOP_PATIENCE
+        self._reader = reader  # the report comes through it; -1 once it has come
+        self._lock = threading.Lock()  # a test may stop from two threads at once
+
+    def children(self) -> frozenset[int]:
+        """The pids of the server process's children now, zombies included (Linux).
+
+        For a fork server these are the children serving connections, and those
+        that have exited but are not reaped yet.
+        """
+        return _children_of(self.pid)
+
+    def _wait_until_ready(self) -> None:
+        """Wait for the server process to say that it is ready to serve and to stop.
+
+        Until then it may still hold the caller's descriptors, and a SIGTERM would
+        kill it instead of stopping the server.
+
+        Raises:
+            RuntimeError: if it does not say so within 10 s, or ends first.
+        """
+        ready = b""
+        try:
+            if select.select([self._reader], [], [], _STOP_PATIENCE)[0]:
+                ready = os.read(self._reader, len(_READY))
+        finally:
+            if ready != _READY:
+                self._wait(deadline=0.0)  # kill it, and reap it
+        if ready != _READY:
+            raise RuntimeError(f"{self._model} server's process did not start")
+
+    def stop(self) -> None:
+        """Stop the server gracefully and wait until its process has exited.
+
+        It sends SIGTERM, on which the server process calls :meth:`BaseServer.stop`.
+        Calling it again, or from two threads at once, is harmless.
+
+        Raises:
+            RuntimeError: if the process does not exit within the server's grace
+                plus 10 s (it is then killed), or if the server crashed (the crash is
+                the ``__cause__``).
+        """
+        with self._lock:
+            if self._reader == -1:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            report = self._wait(time.monotonic() + self._patience)
+        if report is None:
+            raise RuntimeError(f"{self._model} server did not stop; its process was killed")
+        self._take(report)
+
+    def _wait(self, deadline: float) -> bytes | None:
+        """Read the report until ``deadline`` (None if it did not come), and reap the process."""
+        report = None
+        try:
+            report = _read_to_end(self._reader, deadline)
+        finally:
+            os.close(self._reader)
+            self._reader = -1
+            if report is None:  # late, or we were interrupted: do not wait for it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        return report
+
+    def _take(self, report: bytes) -> None:
+        # Imported here, not at the top: python -m tcpref serve imports this module,
+        # and every library a fork server has loaded makes each of its forks dearer.
+        import pickle
+
+        if not report:
+            raise RuntimeError(f"{self._model} server's process ended without a report")
+        kind, *details = pickle.loads(report)
+        if kind == "crashed":
+            raise RuntimeError(f"{self._model} server crashed") from details[0]
+        if kind == "unsendable":
+            raise RuntimeError(f"{self._model} server's process: {details[0]}")
+        self.stop_outcome, self.result = details
+
+
+@contextlib.contextmanager
+def running_forked(
+    server: S, serve: Callable[[S], object] | None = None
+) -> Iterator[ServerProcess]:
+    """Run ``server`` in a forked process of its own; yield a handle; stop it on exit.
+
+    The server serves in the main thread of that process, which has no other
+    thread, so a :class:`~tcpref.servers.fork_server.ForkServer` forks each child
+    from a process with one thread and reaps it in its SIGCHLD handler, as under
+    ``python -m tcpref serve``.  Call this while the calling process has one thread
+    too (the fork made here copies only the calling thread); threads started
+    afterwards, clients for instance, are fine.
+
+    Before the block begins, the server process has closed every descriptor it
+    inherited except the standard streams and the listener, ignores SIGINT (Ctrl-C
+    is the caller's, whose exit stops the server) and stops gracefully on SIGTERM.
+    On exit the handle's :meth:`ServerProcess.stop` stops it and reaps it.
+
+    Args:
+        server: A server that has not served yet.
+        serve: What the server process runs, ``server.serve_forever`` by default.
+            A test or an example may pass a function that does more around it
+            there; what it returns comes back as :attr:`ServerProcess.result`
+            (it must be picklable).
+
+    Raises:
+        RuntimeError: if the server does not stop within ``grace`` plus 10 s, or if
+            it crashed (the crash is the ``__cause__``).
+        OSError: if the fork fails.
+    """
+    process = _start_server_process(server, serve or BaseServer.serve_forever)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _start_server_process(server: S, serve: Callable[[S], object]) -> ServerProcess:
+    """Fork the server process and wait until it is ready; the caller keeps no listener."""
+    reader, writer = os.pipe()
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(reader)
+        os.close(writer)
+        raise
+    if pid == 0:
+        os.close(reader)
+        _serve_in_this_process(server, serve, writer)
+    os.close(writer)
+    server.listener.close()  # the server process's copy is the one that serves
+    process = ServerProcess(server, pid, reader)
+    process._wait_until_ready()
+    return process
+
+
+def _serve_in_this_process(server: S, serve: Callable[[S], object], writer: int) -> NoReturn:
+    """The server process's whole life: serve, send the report, leave with ``os._exit``."""
+    status = 1
+    try:
+        _keep_only_descriptors(server.listener.fileno(), writer)
+        signal.signal(signal.SIGTERM, lambda signum, frame: server.stop())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.write(writer, _READY)  # from now on, the caller may stop us
+        report = _report(server, serve)
+        view = memoryview(report)
+        while view:
+            view = view[os.write(writer, view) :]
+        status = 0
+    finally:
+        os._exit(status)  # never return into the caller's code, nor run its cleanups
+
+
+def _keep_only_descriptors(*keep: int) -> None:
+    """Close every descriptor but stdio and ``keep``: the caller's are not the server's.
+
+    A copy of, say, a client's socket held here would stop that client's close()
+    from sending FIN for as long as the server runs.
+    """
+    # Nothing the caller left for the garbage collector may be collected here: a
+    # socket of the caller's, finalised later, would close its descriptor's number
+    # after a connection of the server's has reused it.
+    gc.freeze()
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def _report(server: S, serve: Callable[[S], object]) -> bytes:
+    """Serve, and say how it ended, pickled: stopped (outcome, result) or crashed."""
+    import pickle  # see ServerProcess._take
+
+    outcome: tuple[object, ...]
+    try:
+        result = serve(server)
+        outcome = ("stopped", server.stop_outcome, result)
+    except BaseException as exc:  # sent to the caller, which raises it
+        # A traceback does not survive pickling; its text, as a note, does.
+        exc.add_note(f"in the server process {os.getpid()}:\n{traceback.format_exc()}")
+        outcome = ("crashed", exc)
+    try:
+        return pickle.dumps(outcome)
+    except Exception as exc:  # an unpicklable result or exception
+        return pickle.dumps(("unsendable", f"{outcome[0]}, but could not say how: {exc}"))
+
+
+def _read_to_end(fd: int, deadline: float) -> bytes | None:
+    """Read ``fd`` until end of file; None if ``deadline`` passes first."""
+    chunks: list[bytes] = []
+    # Ends: each pass reads or returns; the deadline bounds the waiting.
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _children_of(parent: int) -> frozenset[int]:
+    """The pids whose parent is ``parent``, zombies included, from /proc/PID/stat."""
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue  # it exited while we looked
+            if int(fields[1]) == parent:  # after the name: the state, then the parent
+                children.add(int(entry))
+    return frozenset(children)
