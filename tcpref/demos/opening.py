@@ -32,6 +32,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from tcpref import capture as _capture
+from tcpref import faults
 from tcpref.kernel import (
     Connection,
     SynSchedule,
@@ -41,8 +42,10 @@ from tcpref.kernel import (
     sysctls,
     tcp_info,
 )
+from tcpref.segment import Flags
 
 __all__ = [
+    "SYN_QUEUE_COUNTERS",
     "Backlog",
     "BacklogCap",
     "DemoSetupError",
@@ -52,6 +55,7 @@ __all__ = [
     "SelfConnect",
     "SimultaneousOpen",
     "SynQueue",
+    "SynQueueOverflow",
     "SynRetries",
     "SynSent",
     "backlog",
@@ -61,6 +65,7 @@ __all__ = [
     "self_connect",
     "simultaneous_open",
     "syn_queue",
+    "syn_queue_overflow",
     "syn_retransmissions",
     "syn_sent",
 ]
@@ -832,3 +837,127 @@ def _drain_syns(cap: socket.socket, port: int) -> list[float]:
         segment = _capture.parse_ipv4_tcp(packet)
         if segment is not None and segment.is_syn and segment.dst[1] == port:
             times.append(time.monotonic())
+
+
+# == The SYN queue's bound, and SYN cookies (a namespace's own sysctls) ================
+
+#: The counters of ``/proc/net/netstat`` that :func:`syn_queue_overflow` reports
+#: (its ``TcpExt`` lines; inside a network namespace they count that namespace).
+SYN_QUEUE_COUNTERS = (
+    "SyncookiesSent",
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPReqQFullDoCookies",
+    "TCPReqQFullDrop",
+)
+
+
+def _tcp_ext_counters(proc: str = "/proc") -> dict[str, int]:
+    """The ``TcpExt`` counters of ``/proc/net/netstat``: a line of names, then one of values."""
+    with open(f"{proc}/net/netstat") as file:
+        lines = file.read().splitlines()
+    counters: dict[str, int] = {}
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            counters.update(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))
+    return counters
+
+
+def _set_sysctl(name: str, value: int) -> int:
+    """Write a TCP sysctl of this network namespace; return its value before."""
+    path = f"/proc/sys/net/ipv4/{name}"
+    with open(path) as file:
+        before = int(file.read())
+    if before != value:
+        with open(path, "w") as file:
+            file.write(f"{value}\n")
+    return before
+
+
+@dataclass(frozen=True)
+class SynQueueOverflow:
+    """What a listener did with more SYNs than its SYN queue admits.
+
+    Attributes:
+        backlog: The ``listen`` backlog.
+        clients: How many clients sent a SYN.
+        syncookies: The namespace's ``net.ipv4.tcp_syncookies`` during the run.
+        max_syn_backlog: Its ``net.ipv4.tcp_max_syn_backlog`` during the run.
+        requests: Connection requests (SYN_RECV entries) on the listener's port.
+        counters: How much each of :data:`SYN_QUEUE_COUNTERS` grew during the run.
+    """
+
+    backlog: int
+    clients: int
+    syncookies: int
+    max_syn_backlog: int
+    requests: int
+    counters: dict[str, int]
+
+
+def syn_queue_overflow(
+    backlog: int,
+    clients: int,
+    *,
+    syncookies: int = 1,
+    max_syn_backlog: int | None = None,
+) -> SynQueueOverflow:
+    """Send ``clients`` SYNs to a ``listen(backlog)`` socket whose SYN+ACKs are never answered.
+
+    Each client carries a socket filter (:func:`tcpref.faults.drop_program`) that
+    drops every SYN|ACK it receives, so it never sends the handshake's last ACK and
+    its request stays in the listener's SYN queue.  The demo sets the namespace's
+    ``tcp_syncookies`` (and ``tcp_max_syn_backlog`` if given), counts the requests
+    in ``/proc/net/tcp`` and reads how the counters of ``/proc/net/netstat`` grew,
+    well within the clients' first retransmission timeout of 1 s.
+
+    It changes sysctls, so it refuses to run anywhere but in a fresh network
+    namespace, whose only interface is ``lo``: call it through
+    :func:`tcpref.netns.run`, where any user may set them and holds the
+    CAP_NET_ADMIN that a filter on a TCP socket needs.
+
+    Raises:
+        ValueError: if ``backlog`` is not 1-64 or ``clients`` not 1-64.
+        DemoSetupError: outside a fresh network namespace.
+        OSError: if a socket call or a sysctl write fails.
+    """
+    if not (isinstance(backlog, int) and 1 <= backlog <= 64):
+        raise ValueError(f"backlog must be 1-64, not {backlog!r}")
+    if not (isinstance(clients, int) and 1 <= clients <= 64):
+        raise ValueError(f"clients must be 1-64, not {clients!r}")
+    if [name for _, name in socket.if_nameindex()] != ["lo"]:
+        raise DemoSetupError(
+            "syn_queue_overflow changes sysctls: run it in tcpref.netns.run, not on the host"
+        )
+    drop_syn_ack = faults.drop_program(Flags.SYN | Flags.ACK)
+    with ExitStack() as stack:
+        old_cookies = _set_sysctl("tcp_syncookies", syncookies)
+        stack.callback(_set_sysctl, "tcp_syncookies", old_cookies)
+        if max_syn_backlog is not None:
+            old_max = _set_sysctl("tcp_max_syn_backlog", max_syn_backlog)
+            stack.callback(_set_sysctl, "tcp_max_syn_backlog", old_max)
+        with open("/proc/sys/net/ipv4/tcp_max_syn_backlog") as file:
+            max_now = int(file.read())
+        listener = stack.enter_context(_listener(backlog))
+        port = listener.getsockname()[1]
+        before = _tcp_ext_counters()
+        for _ in range(clients):
+            client = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            faults.attach(client, drop_syn_ack)
+            client.setblocking(False)
+            client.connect_ex((LOOPBACK, port))
+        # Loopback delivers each SYN and SYN+ACK within the connect_ex call; wait a
+        # little all the same, far below the 1 s after which the SYNs are repeated.
+        time.sleep(0.1)
+        after = _tcp_ext_counters()
+        return SynQueueOverflow(
+            backlog=backlog,
+            clients=clients,
+            syncookies=syncookies,
+            max_syn_backlog=max_now,
+            requests=len(_on_port(port, "SYN_RECV")),
+            counters={
+                name: after.get(name, 0) - before.get(name, 0) for name in SYN_QUEUE_COUNTERS
+            },
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
