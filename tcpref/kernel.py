@@ -989,8 +989,9 @@ _SETTINGS: tuple[Sysctl, ...] = (
         name="net.ipv4.tcp_max_syn_backlog",
         value=None,
         meaning=(
-            "How many connection requests (SYN received, handshake not finished) "
-            "one listener may remember."
+            "Without SYN cookies (tcp_syncookies 0), the size past three quarters "
+            "of which a listener drops SYNs from peers it has not seen before.  The "
+            "listen() backlog, not this, bounds a listener's connection requests."
         ),
         default=None,
         unit="connection requests",
