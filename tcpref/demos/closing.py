@@ -36,12 +36,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tcpref import netns, wrap
-from tcpref.capture import flag_names, packet_capture, parse_ipv4_tcp
+from tcpref.capture import capture_exchange, flag_names, packet_capture, parse_ipv4_tcp
 from tcpref.kernel import Connection, connections, state_of, sysctls
+from tcpref.segment import Flags
 
 __all__ = [
+    "AckDelays",
     "DemoError",
     "FinTimeoutExperiment",
+    "FinWait2Timers",
     "Pile",
     "Restart",
     "ReusePort",
@@ -50,7 +53,9 @@ __all__ = [
     "TimerReading",
     "Trace",
     "close_wait_pile",
+    "fin_ack_delay",
     "fin_timeout_experiment",
+    "fin_wait2_timers",
     "hold_fin_wait1",
     "hold_last_ack",
     "max_connection_rate",
@@ -783,3 +788,133 @@ def teardown_segments(wait_for_ack: bool) -> tuple[Segment, ...]:
                 sender = "client" if parsed.dst[1] == port else "server"
                 segments.append(Segment(sender, flag_names(parsed.flags)))
     return tuple(segments)
+
+
+# == When the passive closer's kernel acknowledges a FIN ================================
+
+
+@dataclass(frozen=True)
+class AckDelays:
+    """How long the passive closer's kernel took to acknowledge data, and then a FIN.
+
+    Attributes:
+        data_ack: Seconds from the client's data segment to the server's ACK of it,
+            or ``None`` when the client sent no data.
+        fin_ack: Seconds from the client's FIN to the server's bare ACK of it.
+        segments: Each captured segment from the client's data (or FIN) on, as
+            ``'client FIN|ACK'``.
+    """
+
+    data_ack: float | None
+    fin_ack: float
+    segments: tuple[str, ...]
+
+
+def fin_ack_delay(send_data: bool = True, *, server_waits: float = 0.5) -> AckDelays:
+    """Capture a teardown whose server closes late, and time the ACK of the client's FIN.
+
+    The client sends ``b'question'`` (unless ``send_data`` is false) and
+    half-closes with ``shutdown(SHUT_WR)``; the server reads the data and end of
+    stream at once, then waits ``server_waits`` seconds before it closes, so the
+    ACK of the FIN leaves on its own and its delay can be read from the capture
+    (:func:`tcpref.capture.capture_exchange`, which needs CAP_NET_RAW: run it in
+    :func:`tcpref.netns.run`).
+
+    Raises:
+        PermissionCallError: without CAP_NET_RAW.
+        DemoError: if the segments are not the expected ones.
+    """
+
+    def exchange() -> tuple[tuple[str, int], tuple[str, int]]:
+        with _connection() as pair:
+            if send_data:
+                wrap.write_all(pair.client, b"question")
+                if pair.server.recv(100) != b"question":
+                    raise DemoError("the server did not read the question")
+            wrap.shutdown(pair.client, socket.SHUT_WR)
+            if pair.server.recv(100) != b"":
+                raise DemoError("the server read data instead of end of stream")
+            time.sleep(server_waits)
+            wrap.close(pair.server)
+            pair.wait_for("TIME_WAIT", "CLOSED", "server: close()")
+            return pair.client_address, pair.server_address
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    captured = capture_exchange(exchange, count=9, timeout=DEADLINE_SECONDS)
+    entries = [entry for entry in captured.entries[3:] if entry.segment is not None]
+
+    def answer(index: int) -> float:
+        """Seconds from entry ``index`` (the client's) to the server's bare ACK of it."""
+        sent = entries[index]
+        assert sent.segment is not None
+        length = len(sent.segment.payload) + (Flags.FIN in sent.segment.flags)
+        for later in entries[index + 1 :]:
+            segment = later.segment
+            if (
+                later.sender == "server"
+                and segment is not None
+                and segment.flags == Flags.ACK
+                and segment.ack == (sent.segment.seq + length) % 2**32
+            ):
+                return later.time - sent.time
+        raise DemoError(f"no ACK of the client's segment {index} was captured")
+
+    fin = next(
+        (
+            i
+            for i, e in enumerate(entries)
+            if e.segment is not None and Flags.FIN in e.segment.flags
+        ),
+        None,
+    )
+    if fin is None or entries[fin].sender != "client":
+        raise DemoError("the client's FIN was not captured")
+    return AckDelays(
+        data_ack=answer(0) if send_data else None,
+        fin_ack=answer(fin),
+        segments=tuple(
+            f"{e.sender} {e.segment.describe().split()[0]}" for e in entries if e.segment
+        ),
+    )
+
+
+# == FIN_WAIT2 has a timer only for an orphan ===========================================
+
+
+@dataclass(frozen=True)
+class FinWait2Timers:
+    """The timer ``/proc/net/tcp`` shows for two clients in FIN_WAIT2.
+
+    Attributes:
+        closed: ``(state, timer)`` of a client that called ``close()``: an orphan.
+        shut_down: ``(state, timer)`` of a client that called ``shutdown(SHUT_WR)``
+            and keeps its socket open.
+    """
+
+    closed: tuple[str, str]
+    shut_down: tuple[str, str]
+
+
+def fin_wait2_timers() -> FinWait2Timers:
+    """Put two clients in FIN_WAIT2, one by ``close()`` and one by ``shutdown``; read their timers.
+
+    Neither server closes, so each client waits for a FIN that does not come.
+
+    Raises:
+        DemoError: if a client does not reach FIN_WAIT2 in time.
+    """
+
+    def reading(pair: _Pair) -> tuple[str, str]:
+        pair.wait_for("FIN_WAIT2", "CLOSE_WAIT", "the ACK of the client's FIN")
+        [entry] = [
+            c
+            for c in connections(pair.server_address[1])
+            if c.local == pair.client_address and c.remote == pair.server_address
+        ]
+        return entry.state, entry.timer
+
+    with _connection() as orphaned, _connection() as half_closed:
+        wrap.close(orphaned.client)
+        wrap.shutdown(half_closed.client, socket.SHUT_WR)
+        return FinWait2Timers(closed=reading(orphaned), shut_down=reading(half_closed))
+    raise AssertionError("unreachable")  # pragma: no cover
