@@ -45,11 +45,14 @@ from tcpref.states import State
 from tcpref.trace import Side, TraceEntry, format_trace
 
 __all__ = [
+    "BURST",
     "LIVE_SCENARIOS",
     "LiveRun",
     "LiveScenario",
     "model_of",
+    "outline",
     "proc_name",
+    "retransmissions",
     "run_live",
     "run_live_many",
 ]
@@ -59,6 +62,8 @@ _TIMEOUT = 10.0
 STATE_DELAY = 0.05
 #: How long the capture waits, once both applications are done, for a late segment.
 QUIET = 0.6
+#: Segments that leave within this many seconds of the first of a burst belong to it.
+BURST = 0.05
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ class LiveRun:
         connect_error: The errno symbol ``connect()`` failed with, or ``None``.
         lost: How many segments the kernel dropped.
         sysctls: The settings the model needs, read inside the namespace.
+        connect_seconds: How long ``connect()`` took to return or fail, in seconds.
     """
 
     name: str
@@ -167,25 +173,106 @@ class LiveRun:
     connect_error: str | None
     lost: int
     sysctls: dict[str, int]
+    connect_seconds: float
 
     def retransmissions(self) -> tuple[tuple[Side, str, float], ...]:
         """Each segment sent again: its sender, its flags, and the seconds since the first.
 
-        Only segments that take sequence space (SYN, FIN or data) are retransmitted;
-        a pure ACK sent again is a new answer, not a retransmission.
+        The same as :func:`retransmissions` of this run.
         """
-        found = []
-        for index, entry in enumerate(self.entries):
-            if "retransmission" not in entry.note or entry.segment is None:
-                continue
-            first = next(e for e in self.entries[:index] if _same(e, entry))
-            flags = "|".join(f.name or "" for f in Flags if f in entry.segment.flags)
-            found.append((entry.sender, flags, round(entry.time - first.time, 3)))
-        return tuple(found)
+        return retransmissions(self)
 
     def table(self) -> str:
         """The captured segments, as :func:`tcpref.trace.format_trace` prints them."""
         return format_trace(self.entries, self.client_isn, self.server_isn)
+
+
+def _flag_names(flags: Flags) -> str:
+    return "|".join(flag.name or "" for flag in Flags if flag in flags)
+
+
+def _entries_of(run: LiveRun | Run) -> tuple[tuple[TraceEntry, ...], int, int]:
+    """A run's entries and both initial sequence numbers (0 for a server never heard)."""
+    if isinstance(run, LiveRun):
+        return run.entries, run.client_isn, run.server_isn or 0
+    return run.trace, run.client_isn, run.server_isn
+
+
+def retransmissions(run: LiveRun | Run) -> tuple[tuple[Side, str, float], ...]:
+    """Each segment sent again in a live or simulated run: who, what, and after how long.
+
+    Only segments that take sequence space (SYN, FIN or data) are retransmitted; a
+    pure ACK sent again is a new answer, not a retransmission.  The delay is counted
+    from the first time the same segment was sent, in seconds rounded to 1 ms.
+
+    >>> retransmissions(model_of("lost-teardown-1"))
+    (('client', 'FIN|ACK', 0.22),)
+    """
+    entries, _, _ = _entries_of(run)
+    found = []
+    for index, entry in enumerate(entries):
+        if "retransmission" not in entry.note or entry.segment is None:
+            continue
+        first = next(e for e in entries[:index] if _same(e, entry))
+        found.append(
+            (entry.sender, _flag_names(entry.segment.flags), round(entry.time - first.time, 3))
+        )
+    return tuple(found)
+
+
+def outline(run: LiveRun | Run) -> str:
+    """A run's segments burst by burst, with only what every machine shows alike.
+
+    Each line gives the burst, the direction, the flags, the sequence and
+    acknowledgment numbers relative to each side's initial sequence number, the
+    payload's length if any, and the note (``lost``, ``retransmission``).  Times,
+    windows and options are left out: they depend on the link and the machine.
+
+    A burst is the segments that leave within :data:`BURST` seconds of its first
+    one.  Inside a burst the captured order is not a fact the kernel keeps (on
+    loopback a whole burst leaves within microseconds, and two timers that run out
+    together fire in either order), so a burst's segments are listed by how far the
+    exchange had got when each was sent: relative sequence plus acknowledgment
+    number, which grows with every SYN and FIN sent and acknowledged.  Segments
+    that tie keep their order.  A model run and a live run of the same plan then
+    print the same outline where they agree:
+
+    >>> print(outline(model_of("lost-teardown-1")))
+    burst  dir     segment
+        1  C -> S  SYN seq=0
+        1  C <- S  SYN|ACK seq=0 ack=1
+        1  C -> S  ACK seq=1 ack=1
+        2  C -> S  FIN|ACK seq=1 ack=1  (lost)
+        3  C -> S  FIN|ACK seq=1 ack=1  (retransmission)
+        3  C <- S  ACK seq=1 ack=2
+        4  C <- S  FIN|ACK seq=1 ack=2
+        4  C -> S  ACK seq=2 ack=2
+    """
+    entries, client_isn, server_isn = _entries_of(run)
+    rows: list[tuple[int, int, str]] = []
+    burst, start = 0, 0.0
+    for entry in entries:
+        segment = entry.segment
+        if segment is None:
+            continue  # an event, such as a timer running out: not on the wire
+        if not burst or entry.time - start > BURST:
+            burst, start = burst + 1, entry.time
+        own, peer = client_isn, server_isn
+        if entry.sender == "server":
+            own, peer = peer, own
+        seq = (segment.seq - own) % 2**32
+        ack = (segment.ack - peer) % 2**32 if Flags.ACK in segment.flags else 0
+        text = f"{_flag_names(segment.flags)} seq={seq}"
+        if Flags.ACK in segment.flags:
+            text += f" ack={ack}"
+        if segment.payload:
+            text += f" len={len(segment.payload)}"
+        if entry.note:
+            text += f"  ({entry.note})"
+        arrow = "C -> S" if entry.sender == "client" else "C <- S"
+        rows.append((burst, seq + ack, f"{burst:5}  {arrow}  {text}"))
+    rows.sort(key=lambda row: row[:2])  # stable: ties keep their order
+    return "\n".join(["burst  dir     segment", *(row[2] for row in rows)])
 
 
 def _same(first: TraceEntry, later: TraceEntry) -> bool:
@@ -403,7 +490,9 @@ def _run_inside(name: str, scenario: LiveScenario) -> LiveRun:
         watch.thread.start()
         accepted: list[socket.socket] = []
         try:
-            error = _exchange(scenario, listener, client_sock, injector, watch, accepted)
+            error, connect_seconds = _exchange(
+                scenario, listener, client_sock, injector, watch, accepted
+            )
             client, server = client_sock.getsockname(), listener.getsockname()
             final = (state_of(client, server), state_of(server, client))
         finally:
@@ -432,6 +521,7 @@ def _run_inside(name: str, scenario: LiveScenario) -> LiveRun:
         connect_error=error,
         lost=injector.lost,
         sysctls=settings,
+        connect_seconds=connect_seconds,
     )
 
 
@@ -442,26 +532,30 @@ def _exchange(
     injector: LossInjector,
     watch: _Watch,
     accepted: list[socket.socket],
-) -> str | None:
-    """Run both applications to the end; return connect()'s errno symbol, if it failed.
+) -> tuple[str | None, float]:
+    """Run both applications to the end.
 
-    What the server accepted is added to ``accepted``, for the caller to close.
+    Returns connect()'s errno symbol if it failed (else ``None``), and how long it
+    took.  What the server accepted is added to ``accepted``, for the caller to close.
     """
     error: str | None = None
     with _server_thread(listener, injector, scenario.close_on_eof) as connections:
         client_sock.settimeout(3 * _TIMEOUT)
+        started = time.monotonic()
         try:
             client_sock.connect(listener.getsockname())
         except OSError as exc:
+            connect_seconds = time.monotonic() - started
             error = errno.errorcode.get(exc.errno or 0, str(exc))
             # Wake the server's accept(): on Linux, shutdown makes it fail with EINVAL.
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
         else:
+            connect_seconds = time.monotonic() - started
             _client_script(client_sock, scenario.close_after)
     accepted.extend(connections)
     _wait_until_quiet(watch)
-    return error
+    return error, round(connect_seconds, 3)
 
 
 def _client_script(client_sock: socket.socket, close_after: float) -> None:
