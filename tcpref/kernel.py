@@ -55,6 +55,7 @@ __all__ = [
     "connections",
     "decode_address",
     "decode_tcp_info",
+    "model_timeout",
     "parse_sysctl_value",
     "parse_tcp_table",
     "state_of",
@@ -1149,17 +1150,34 @@ class SynSchedule:
         return tuple(later - earlier for earlier, later in itertools.pairwise(times))
 
 
-def _give_up_time(syn_retries: int, initial_rto: float, max_rto: float) -> float:
-    """How long the kernel lets a handshake try, whatever its retransmission count.
+def model_timeout(retries: int, rto_base: float, max_rto: float = 120.0) -> float:
+    """The time budget Linux gives ``retries`` retransmissions, in seconds.
 
     This is ``tcp_model_timeout()`` in ``net/ipv4/tcp_timer.c``: the time that
-    ``syn_retries`` retransmissions would take if the timeout doubled each time
-    from ``initial_rto``, with the doubling capped at ``max_rto``.
+    ``retries`` retransmissions would take if the timeout doubled each time from
+    ``rto_base``, with the doubling capped at ``max_rto``.  The kernel gives up on
+    a segment once this long has passed since its first retransmission
+    (``retransmits_timed_out()``), however many retransmissions that was: for a
+    handshake ``rto_base`` is the initial timeout (1 s), for data and FINs it is
+    ``TCP_RTO_MIN`` (200 ms), whatever the connection's own timeout.
+
+    >>> round(model_timeout(2, 0.2), 6), round(model_timeout(15, 0.2), 6)
+    (1.4, 924.6)
+
+    Raises:
+        ValueError: if ``retries`` is negative or ``rto_base`` not positive.
     """
-    doublings = int(max_rto // initial_rto).bit_length() - 1  # ilog2(max / initial)
-    if syn_retries <= doublings:
-        return ((2 << syn_retries) - 1) * initial_rto
-    return ((2 << doublings) - 1) * initial_rto + (syn_retries - doublings) * max_rto
+    if retries < 0 or not rto_base > 0:
+        raise ValueError(f"need retries >= 0 and rto_base > 0, not {retries!r}, {rto_base!r}")
+    doublings = int(max_rto // rto_base).bit_length() - 1  # ilog2(max / base)
+    if retries <= doublings:
+        return ((2 << retries) - 1) * rto_base
+    return ((2 << doublings) - 1) * rto_base + (retries - doublings) * max_rto
+
+
+def _give_up_time(syn_retries: int, initial_rto: float, max_rto: float) -> float:
+    """How long the kernel lets a handshake try, whatever its retransmission count."""
+    return model_timeout(syn_retries, initial_rto, max_rto)
 
 
 def syn_retry_schedule(

@@ -48,6 +48,7 @@ __all__ = [
     "NamespaceChildError",
     "NamespaceUnavailableError",
     "available",
+    "inside",
     "run",
     "start",
     "unavailable_reason",
@@ -179,6 +180,22 @@ def _write(path: str, text: str) -> None:
         file.write(text)
 
 
+#: Set in a child once it is inside its private namespace (see :func:`inside`).
+_inside = False
+
+
+def inside() -> bool:
+    """Whether this process is a :func:`run` child, inside a private network namespace.
+
+    Code that must never touch the host's network, such as :class:`tcpref.peer.TunPeer`,
+    checks it.
+
+    >>> inside(), run(inside) if available() else True
+    (False, True)
+    """
+    return _inside
+
+
 def _enter_private_network(as_root: bool = False) -> None:
     """Move this (single-threaded, freshly forked) process into a new network namespace.
 
@@ -195,7 +212,8 @@ def _enter_private_network(as_root: bool = False) -> None:
         if _is_root():
             try:
                 _unshare(_CLONE_NEWNET)
-                return _bring_loopback_up()
+                _bring_loopback_up()
+                return _mark_inside()
             except PermissionError:
                 pass  # root without CAP_SYS_ADMIN (a container): try a user namespace
         _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
@@ -207,6 +225,12 @@ def _enter_private_network(as_root: bool = False) -> None:
     except OSError as exc:
         raise NamespaceUnavailableError(exc.errno, _explain_refusal(exc.errno or 0)) from None
     _bring_loopback_up()
+    _mark_inside()
+
+
+def _mark_inside() -> None:
+    global _inside
+    _inside = True
 
 
 def _bring_loopback_up() -> None:

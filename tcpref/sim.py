@@ -33,8 +33,8 @@ What is modelled, and where it comes from:
   SYN's schedule of ``net/ipv4/tcp_timer.c`` (computed by
   :func:`tcpref.kernel.syn_retry_schedule`, pure arithmetic), ``tcp_synack_retries`` with a
   doubling timeout, ``tcp_orphan_retries`` for a connection whose application has
-  closed it and ``tcp_retries2`` otherwise (counted in retransmissions, a
-  simplification of the kernel's time-based rule), ``tcp_fin_timeout`` for an
+  closed it and ``tcp_retries2`` otherwise (each as the kernel's time budget, not
+  a count: see :func:`tcpref.kernel.model_timeout`), ``tcp_fin_timeout`` for an
   orphan in FIN_WAIT_2, and the 60-second TIME_WAIT.  After the handshake the
   timeout is RFC 6298's, from the handshake's round trip, never below
   ``min_rto``.
@@ -59,7 +59,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tcpref.kernel import syn_retry_schedule
+from tcpref.kernel import model_timeout, syn_retry_schedule
 from tcpref.segment import Flags, MaxSegmentSize, Segment
 from tcpref.states import Event, State, StateMachine
 from tcpref.trace import Side, TraceEntry, format_trace
@@ -471,6 +471,7 @@ class _Outstanding:
     flags: Flags
     payload: bytes
     retransmissions: int = 0
+    first_retransmitted_at: int | None = None
 
     @property
     def end(self) -> int:
@@ -888,6 +889,24 @@ class _Tcb:
             return self.limits.orphan_retry_count()
         return self.limits.retries2
 
+    def out_of_time(self, head: _Outstanding) -> bool:
+        """Whether the kernel gives up on ``head`` rather than send it again.
+
+        A SYN+ACK gets a count of retransmissions, ``tcp_synack_retries``.  Data and
+        FINs get a time budget (``retransmits_timed_out()`` in tcp_timer.c): the time
+        that ``tcp_retries2`` (or, for an orphan, ``tcp_orphan_retries``) doubling
+        timeouts from ``min_rto`` would take, counted from the first retransmission.
+        So the count of retransmissions depends on the timeout: from 200 ms, one more
+        than the setting; from a longer timeout, fewer.
+        """
+        limit = self.retry_limit(head)
+        if head.flags == Flags.SYN | Flags.ACK:
+            return head.retransmissions >= limit
+        if head.first_retransmitted_at is None:
+            return False  # the first expiry always retransmits
+        budget = model_timeout(limit, self.limits.min_rto, self.limits.max_rto)
+        return self.clock.now - head.first_retransmitted_at >= _us(budget, "budget")
+
     def on_rtx_timer(self, generation: int) -> None:
         if generation != self.rtx_generation or not self.outstanding:
             return
@@ -896,10 +915,12 @@ class _Tcb:
         if head.flags == Flags.SYN:
             self.retransmit_syn(head)
             return
-        if head.retransmissions >= self.retry_limit(head):
+        if self.out_of_time(head):
             self.give_up()
             return
         head.retransmissions += 1
+        if head.first_retransmitted_at is None:
+            head.first_retransmitted_at = self.clock.now
         self.rto = min(self.rto * 2, _us(self.limits.max_rto, "max_rto"))
         self.transmit(head.flags, head.seq, head.payload, "retransmission")
         self.restart_rtx_timer(self.rto)
