@@ -80,7 +80,7 @@ def ipv4_packet(src: str, dst: str, payload: bytes, *, ident: int = 0, ttl: int 
     Raises:
         ValueError: if an address is not IPv4, or the packet would exceed 65535 bytes.
     """
-    source, destination = ipaddress.IPv4Address(src), ipaddress.IPv4Address(dst)
+    source, destination = _ipv4("src", src), _ipv4("dst", dst)
     total = 20 + len(payload)
     if total > 0xFFFF:
         raise ValueError(f"an IPv4 packet holds at most 65535 bytes, not {total}")
@@ -88,6 +88,13 @@ def ipv4_packet(src: str, dst: str, payload: bytes, *, ident: int = 0, ttl: int 
     header = _IPV4_HEADER.pack(*fields, source.packed, destination.packed)
     fields[-1] = internet_checksum(header)
     return _IPV4_HEADER.pack(*fields, source.packed, destination.packed) + payload
+
+
+def _ipv4(name: str, value: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an IPv4 address, not {value!r}") from None
 
 
 @dataclass(frozen=True)
