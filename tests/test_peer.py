@@ -33,7 +33,7 @@ def test_ipv4_packet_has_a_valid_header_around_the_segment() -> None:
 def test_ipv4_packet_rejects_what_cannot_be_sent() -> None:
     with pytest.raises(ValueError, match="at most 65535"):
         ipv4_packet(PEER_ADDRESS, KERNEL_ADDRESS, b"x" * 65516)
-    with pytest.raises(ValueError, match="src must be an IPv4 address, not .::1."):
+    with pytest.raises(ValueError, match=r"src must be an IPv4 address, not '::1'"):
         ipv4_packet("::1", KERNEL_ADDRESS, b"")
 
 
