@@ -591,7 +591,8 @@ def running_forked(
     thread, so a :class:`~tcpref.servers.fork_server.ForkServer` forks each child
     from a process with one thread and reaps it in its SIGCHLD handler, as under
     ``python -m tcpref serve``.  Call this while the calling process has one thread
-    too (the fork made here copies only the calling thread); threads started
+    too (the fork made here copies only the calling thread; a thread just joined,
+    which the kernel may still count for a moment, is waited for); threads started
     afterwards, clients for instance, are fine.
 
     Before the block begins, the server process has closed every descriptor it
@@ -620,6 +621,7 @@ def running_forked(
 
 def _start_server_process(server: S, serve: Callable[[S], object]) -> ServerProcess:
     """Fork the server process and wait until it is ready; the caller keeps no listener."""
+    _wait_for_exiting_threads()
     reader, writer = os.pipe()
     try:
         pid = os.fork()
@@ -635,6 +637,31 @@ def _start_server_process(server: S, serve: Callable[[S], object]) -> ServerProc
     process = ServerProcess(server, pid, reader)
     process._wait_until_ready()
     return process
+
+
+def _wait_for_exiting_threads(patience: float = 1.0) -> None:
+    """If Python runs one thread here but the kernel counts more, wait for them to go.
+
+    Before Python 3.13, ``Thread.join()`` returns once the thread's Python state is
+    gone, a moment before the kernel's thread has exited: a fork made just after a
+    join (a client thread's, say) is still made by a process with two threads.
+    """
+    if threading.active_count() > 1:
+        return  # threads that run on: the caller's business (see running_forked)
+    deadline = time.monotonic() + patience
+    # Ends: by the deadline.
+    while _kernel_threads() > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def _kernel_threads() -> int:
+    """How many threads this process has, as the kernel counts them (Linux; else 1)."""
+    try:
+        with open("/proc/self/stat") as stat:
+            # After the command name: the state (field 3), ..., num_threads (field 20).
+            return int(stat.read().rpartition(")")[2].split()[17])
+    except OSError:
+        return 1
 
 
 def _serve_in_this_process(server: S, serve: Callable[[S], object], writer: int) -> NoReturn:

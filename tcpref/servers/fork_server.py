@@ -65,6 +65,13 @@ class ForkServer(BaseServer):
     reaps on every pass of its accept loop instead, at least every
     ``poll_interval`` seconds.  See :class:`~tcpref.servers.base.BaseServer` for the
     arguments.
+
+    Serve it in a process that runs no other thread, as ``python -m tcpref serve``
+    does: a fork copies only the thread that calls it, so a lock that another thread
+    holds at that moment stays locked in the child for ever, and Python 3.12 and
+    newer warn about every such fork.  Served by
+    :func:`~tcpref.servers.base.running`, it forks from a process with two threads;
+    :func:`~tcpref.servers.base.running_forked` serves it in a process of its own.
     """
 
     model = "fork"
