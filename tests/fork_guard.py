@@ -33,7 +33,9 @@ from typing import Any
 #: The environment variable that names the report file of a watched pytest run.
 REPORT_ENV = "TCPREF_FORK_REPORT"
 
-_real_fork = os.fork
+#: The real os.fork, which stop() puts back.
+REAL_FORK = os.fork
+_fork = REAL_FORK  # what a watched fork calls: REAL_FORK, unless a test of this module says
 _report: list[str] = []  # the report file's path while a watch is on
 _current_test = ["(no test)"]
 
@@ -58,7 +60,7 @@ def _watched_fork() -> int:
         line = f"ok {_current_test[0]}\n"
     with open(_report[0], "a") as report:
         report.write(line)
-    return _real_fork()
+    return _fork()
 
 
 def start(report: Path, test: str | None = None) -> None:
@@ -71,7 +73,7 @@ def start(report: Path, test: str | None = None) -> None:
 
 def stop() -> None:
     """Stop watching: ``os.fork`` is the real one again."""
-    os.fork = _real_fork
+    os.fork = REAL_FORK
     _report.clear()
 
 
@@ -93,6 +95,15 @@ def watching(report: Path, test: str) -> Iterator[None]:
         yield
     finally:
         stop()
+    check(report)
+
+
+def check(report: Path) -> None:
+    """Raise AssertionError if ``report`` records a fork made with other threads running.
+
+    Raises:
+        AssertionError: naming each such fork, where it was made and which threads ran.
+    """
     _, offences = read(report)
     assert not offences, "fork with threads running:\n" + "\n".join(offences)
 
