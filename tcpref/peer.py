@@ -126,6 +126,9 @@ class TunPeer:
     Args:
         name: The device's name.
 
+    Attributes:
+        received: Every segment :meth:`receive` has read, in order.
+
     Raises:
         PermissionError: outside a :func:`tcpref.netns.run` child, or without
             CAP_NET_ADMIN.
@@ -165,7 +168,7 @@ class TunPeer:
     def receive(self, timeout: float) -> Received | None:
         """The next TCP segment the kernel sent to the peer, or None after ``timeout``.
 
-        Every segment received is also kept in :attr:`received`, in order.
+        Every segment received is also kept in the list ``received``, in order.
 
         Raises:
             OSError: if reading the device fails.
