@@ -16,8 +16,10 @@ server process closes the descriptors it inherited: ``ok`` or ``THREADS`` with w
 the fork was made and which threads ran.
 
 Used two ways: the tests of the servers wrap each test in :func:`watching`, and
-``pytest -p fork_guard`` with ``TCPREF_FORK_REPORT=PATH`` watches a whole run (for
-the documentation pages; see tests/test_fork_guard.py).
+``pytest -p fork_guard`` with ``TCPREF_FORK_REPORT=PATH`` watches a whole run: the
+pages in tests/test_fork_guard.py, or any run, such as a full one, after which
+``grep -v '^ok ' PATH`` names every fork made with threads running, its test or
+page, and the threads.
 """
 
 from __future__ import annotations
@@ -33,9 +35,8 @@ from typing import Any
 #: The environment variable that names the report file of a watched pytest run.
 REPORT_ENV = "TCPREF_FORK_REPORT"
 
-#: The real os.fork, which stop() puts back.
-REAL_FORK = os.fork
-_fork = REAL_FORK  # what a watched fork calls: REAL_FORK, unless a test of this module says
+# What a watched fork calls: the real os.fork, unless a test of this module says.
+_fork = os.fork
 _report: list[str] = []  # the report file's path while a watch is on
 _current_test = ["(no test)"]
 
@@ -71,16 +72,24 @@ def start(report: Path, test: str | None = None) -> None:
     os.fork = _watched_fork
 
 
-def stop() -> None:
-    """Stop watching: ``os.fork`` is the real one again."""
-    os.fork = REAL_FORK
-    _report.clear()
-
-
 def read(report: Path) -> tuple[int, list[str]]:
     """How many forks ``report`` records, and the lines of those made with threads."""
     lines = report.read_text().splitlines() if report.exists() else []
     return len(lines), [line for line in lines if not line.startswith("ok ")]
+
+
+@contextlib.contextmanager
+def recording(report: Path, test: str) -> Iterator[None]:
+    """Record the forks made within the block in ``report``, as made in ``test``.
+
+    A watch that was on before (pytest -p fork_guard) goes on afterwards.
+    """
+    outer = os.fork, list(_report), _current_test[0]
+    start(report, test)
+    try:
+        yield
+    finally:
+        os.fork, _report[:], _current_test[0] = outer
 
 
 @contextlib.contextmanager
@@ -90,11 +99,8 @@ def watching(report: Path, test: str) -> Iterator[None]:
     Raises:
         AssertionError: naming each fork made while its process had other threads.
     """
-    start(report, test)
-    try:
+    with recording(report, test):
         yield
-    finally:
-        stop()
     check(report)
 
 

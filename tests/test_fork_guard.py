@@ -56,16 +56,16 @@ def test_fork_guard_names_a_fork_made_with_another_thread_running(
     report = tmp_path / "forks.txt"
     release = threading.Event()
     bystander = threading.Thread(target=release.wait, args=(10,), name="bystander")
-    fork_guard.start(report, "a test")
+    before = os.fork
     try:
-        assert os.fork() == 4242  # alone: fine
-        bystander.start()
-        assert os.fork() == 4242  # with the bystander running: named
+        with fork_guard.recording(report, "a test"):
+            assert os.fork() == 4242  # alone: fine
+            bystander.start()
+            assert os.fork() == 4242  # with the bystander running: named
     finally:
-        fork_guard.stop()
         release.set()
         bystander.join()
-    assert os.fork is fork_guard.REAL_FORK  # the watch is over
+    assert os.fork is before  # the watch is over
     forks, offences = fork_guard.read(report)
     assert forks == 2
     assert len(offences) == 1
