@@ -109,7 +109,8 @@ def _syn_never_answered() -> Run:
 
 
 def _sliding_window() -> Run:
-    # Note 002's worked example: the client announces a 4096-byte window and MSS
+    # The worked example of the course note with C code (002 in the list of
+    # docs/reference/errata.md): the client announces a 4096-byte window and MSS
     # 1460, the server 6144 and 1024.  The client writes 8 KiB and closes; the
     # server's application reads 2 KiB at a time, with a pause after two reads.
     return simulate(
@@ -205,7 +206,7 @@ SCENARIOS: dict[str, Scenario] = {
     "lost-teardown-2": Scenario("The server's ACK of that FIN is lost", _lost(5)),
     "lost-teardown-3": Scenario("The server's FIN is lost", _lost(6)),
     "lost-teardown-4": Scenario("The client's last ACK is lost", _lost(7)),
-    "sliding-window": Scenario("Note 002's sliding-window example", _sliding_window),
+    "sliding-window": Scenario("The course notes' sliding-window example", _sliding_window),
     "zero-window": Scenario("A zero window, a lost update, and the probe", _zero_window),
     "stale-syn": Scenario("An old duplicate SYN is answered with RST", _stale_syn),
     "stale-data-same-isn": Scenario(
