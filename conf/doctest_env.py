@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass
 
 from tcpref import netns
+from tcpref.demos import ipv6
 
 #: Doctest flags for every example.  NORMALIZE_WHITESPACE lets a long expected line,
 #: such as an error message, wrap over several lines on the page.
@@ -39,14 +40,18 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 #: Examples that capture packets or attach socket filters run inside one, for any user.
 NETNS_UNAVAILABLE = netns.unavailable_reason()
 NETNS = NETNS_UNAVAILABLE is None
+#: Why a TCP socket cannot use the IPv6 loopback address ``::1`` here, or None.
+IPV6_UNAVAILABLE = ipv6.loopback_unavailable_reason()
+IPV6 = IPV6_UNAVAILABLE is None
 #: Everything a ``:skipif:`` condition may name.  Sphinx evaluates conditions after
 #: running GLOBAL_SETUP, which defines exactly these public names.
-SKIP_NAMES = {"ON_LINUX": ON_LINUX, "IS_ROOT": IS_ROOT, "NETNS": NETNS}
+SKIP_NAMES = {"ON_LINUX": ON_LINUX, "IS_ROOT": IS_ROOT, "NETNS": NETNS, "IPV6": IPV6}
 #: What each name being False means, for the skip message.
 _WHY_FALSE = {
     "ON_LINUX": f"this is {sys.platform}, not Linux",
     "IS_ROOT": "not running as root",
     "NETNS": f"no network namespace: {NETNS_UNAVAILABLE}",
+    "IPV6": f"no IPv6 loopback: {IPV6_UNAVAILABLE}",
 }
 
 
@@ -66,7 +71,7 @@ def skip_reason(condition: str) -> str:
 
 GLOBAL_SETUP = """\
 import doctest_env as _doctest_env
-from doctest_env import ON_LINUX, IS_ROOT, NETNS
+from doctest_env import ON_LINUX, IS_ROOT, NETNS, IPV6
 _doctest_env.start_page_watchdog()
 _doctest_env_before = _doctest_env.ResourceSnapshot.take()
 """
