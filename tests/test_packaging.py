@@ -43,7 +43,7 @@ def test_packaging_installed_distribution_holds_every_module() -> None:
     assert "tcpref/py.typed" in installed
 
 
-def tested_versions_in_tox() -> set[str]:
+def versions_tested_by_tox() -> set[str]:
     """The X.Y of every pyXY environment that plain `tox` runs."""
     tox = configparser.ConfigParser(interpolation=None)
     tox.read(ROOT / "tox.ini", encoding="utf-8")
@@ -60,7 +60,7 @@ def test_packaging_classifiers_name_exactly_the_tested_pythons() -> None:
         c.removeprefix(prefix) for c in config["project"]["classifiers"] if c.startswith(prefix)
     }
     versions = {v for v in classified if v.count(".") == 1}
-    tested = tested_versions_in_tox()
+    tested = versions_tested_by_tox()
     assert versions == tested
     assert config["project"]["requires-python"] == f">={min(tested, key=lambda v: int(v[2:]))}"
 
@@ -69,5 +69,5 @@ def test_packaging_ci_runs_every_tested_python() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     listed = re.search(r"^versions=\(([^)]*)\)", ci, re.MULTILINE)
     assert listed, "versions=(...) not found in .ci/run"
-    assert set(listed.group(1).split()) == tested_versions_in_tox()
+    assert set(listed.group(1).split()) == versions_tested_by_tox()
     assert "--skip-missing-interpreters false" in ci
