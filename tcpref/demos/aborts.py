@@ -510,7 +510,10 @@ def reset(how: str) -> Reset:
         server.close()
         # A FIN leaves the peer in CLOSE_WAIT; a reset leaves it unlisted (None).
         peer_after = _wait_for_state(client_end, "CLOSE_WAIT" if how == "orderly" else None)
-        after = (_state(server_end), peer_after)
+        # The peer acknowledges a FIN a moment after it arrives (Linux delays that
+        # ACK by a tick or more), so the closer is in FIN_WAIT1 until then.
+        closer_after = _wait_for_state(server_end, "FIN_WAIT2" if how == "orderly" else None)
+        after = (closer_after, peer_after)
         peer_read = _read(client)
         # After a FIN, a send would itself draw a reset (the closer is gone), so
         # only the reset cases try it.

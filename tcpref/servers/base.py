@@ -149,6 +149,8 @@ class BaseServer:
         #: The address the server listens on, with the port the kernel chose.
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
         self._stop_requested = threading.Event()
+        # stop() in a signal handler sets this plain flag: see stop().
+        self._stop_flag = False
         self._cut_requested = threading.Event()  # cut_now(): the grace period is over
         self._finished = threading.Event()
         #: Called in the serving thread as the grace period begins, with the number of
@@ -226,7 +228,14 @@ class BaseServer:
         it waits until the server has finished.  It is safe to call from a signal
         handler, and to call more than once.
         """
-        self._stop_requested.set()
+        self._stop_flag = True
+        if threading.get_ident() != self._serving_thread:
+            # Event.set() takes the event's lock.  In the serving thread, stop() runs
+            # only as a signal handler, which may have interrupted that very thread
+            # inside _stop_requested.wait() while it held the lock: taking it again
+            # would hang for ever.  There the flag is enough, since the serving
+            # thread's waits are short and it checks `stopping` after each one.
+            self._stop_requested.set()
         # On Linux, shutting down a listening socket stops it listening (new SYNs
         # get RST) and wakes a thread blocked in accept().
         with contextlib.suppress(OSError):
@@ -255,7 +264,7 @@ class BaseServer:
     @property
     def stopping(self) -> bool:
         """True once :meth:`stop` has been called."""
-        return self._stop_requested.is_set()
+        return self._stop_flag or self._stop_requested.is_set()
 
     def __enter__(self) -> BaseServer:
         return self
