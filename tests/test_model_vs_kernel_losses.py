@@ -9,6 +9,7 @@ All eight run side by side, each in a namespace of its own, once for the module.
 from __future__ import annotations
 
 import pytest
+from test_model_vs_kernel import Row, _row  # one row per segment, as the lossless test writes it
 
 from tcpref import netns
 from tcpref.demos.losses import LIVE_SCENARIOS, LiveRun, model_of, proc_name, run_live_many
@@ -19,17 +20,6 @@ from tcpref.trace import TraceEntry
 pytestmark = pytest.mark.skipif(
     not netns.available(), reason=f"needs a network namespace: {netns.unavailable_reason()}"
 )
-
-Row = tuple[str, str, int, int, int]
-
-
-def _row(entry: TraceEntry, client_isn: int, server_isn: int) -> Row:
-    segment = entry.segment
-    assert segment is not None
-    own, peer = (client_isn, server_isn) if entry.sender == "client" else (server_isn, client_isn)
-    names = "|".join(flag.name or "" for flag in Flags if flag in segment.flags)
-    ack = (segment.ack - peer) % 2**32 if Flags.ACK in segment.flags else 0
-    return (entry.sender, names, (segment.seq - own) % 2**32, ack, len(segment.payload))
 
 
 # What must agree:
