@@ -33,7 +33,6 @@ import fcntl
 import functools
 import os
 import pickle
-import select
 import signal
 import socket
 import struct
@@ -41,6 +40,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from tcpref.wrap import read_pipe_to_end
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -276,19 +277,6 @@ def _child(function: Callable[..., Any], args: tuple[Any, ...], writer: int, as_
 # == The parent's side =================================================================
 
 
-def _read_all(reader: int, deadline: float) -> bytes | None:
-    """Read until end of file, or return None when the deadline passes first."""
-    chunks: list[bytes] = []
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([reader], [], [], left)[0]:
-            return None
-        chunk = os.read(reader, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
 def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
@@ -406,7 +394,7 @@ class Child:
         if self._done:
             raise NamespaceChildError(f"the answer of {self.name} was already collected")
         try:
-            data = _read_all(self._reader, self._deadline)
+            data = read_pipe_to_end(self._reader, self._deadline)
             if data is None:
                 raise TimeoutError(
                     f"{self.name} did not finish within {self._timeout:g} s in its namespace; "

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import errno
 import numbers
+import os
+import select
 import socket
+import time
 from typing import Any
 
 from tcpref.errors import (
@@ -39,6 +42,7 @@ __all__ = [
     "listen",
     "read_exact",
     "read_line",
+    "read_pipe_to_end",
     "shutdown",
     "tcp_socket",
     "write_all",
@@ -353,3 +357,29 @@ def close(sock: socket.socket) -> None:
     _check_socket(sock)
     with checked("close"):
         sock.close()
+
+
+# -- pipes between a process and its forked helpers ------------------------------
+
+
+def read_pipe_to_end(fd: int, deadline: float) -> bytes | None:
+    """Read the pipe ``fd`` until end of file; ``None`` if ``deadline`` passes first.
+
+    ``deadline`` is on the ``time.monotonic()`` clock.  A forked child that writes
+    its answer and exits closes the pipe's last writer, which is the end of file;
+    one that hangs is caught by the deadline.  (tcpref.netns and the servers'
+    ``running_forked`` read their children's answers this way.)
+
+    Raises:
+        OSError: if reading fails.
+    """
+    chunks: list[bytes] = []
+    # Ends: each pass reads or returns; the deadline bounds the waiting.
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)

@@ -565,7 +565,7 @@ class ServerProcess:
         """Read the report until ``deadline`` (None if it did not come), and reap the process."""
         report = None
         try:
-            report = _read_to_end(self._reader, deadline)
+            report = wrap.read_pipe_to_end(self._reader, deadline)
         finally:
             os.close(self._reader)
             self._reader = -1
@@ -723,20 +723,6 @@ def _report(server: S, serve: Callable[[S], object]) -> bytes:
         return pickle.dumps(outcome)
     except Exception as exc:  # an unpicklable result or exception
         return pickle.dumps(("unsendable", f"{outcome[0]}, but could not say how: {exc}"))
-
-
-def _read_to_end(fd: int, deadline: float) -> bytes | None:
-    """Read ``fd`` until end of file; None if ``deadline`` passes first."""
-    chunks: list[bytes] = []
-    # Ends: each pass reads or returns; the deadline bounds the waiting.
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 def _children_of(parent: int) -> frozenset[int]:
